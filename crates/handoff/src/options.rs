@@ -151,8 +151,7 @@ impl Options {
                 "revive" => options.revive = bool_value()?,
                 "reuseport" => options.reuseport = bool_value()?,
                 "ready" => {
-                    options.ready_timeout =
-                        Duration::from_millis(value.parse().map_err(|_| bad())?)
+                    options.ready_timeout = Duration::from_millis(value.parse().map_err(|_| bad())?)
                 }
                 "drain" => {
                     options.drain_timeout =
@@ -189,7 +188,12 @@ mod tests {
             unlink: vec!["/run/a;b.pid".into(), "rel".into()],
             ready_timeout: Duration::from_millis(1500),
             drain_timeout: Some(Duration::from_secs(30)),
-            command: vec!["python3".into(), "-m".into(), "http.server".into(), "".into()],
+            command: vec![
+                "python3".into(),
+                "-m".into(),
+                "http.server".into(),
+                "".into(),
+            ],
             cwd: "/srv/app/current".into(),
         };
         assert_eq!(Options::decode(&options.encode()).unwrap(), options);

@@ -1,1 +1,37 @@
+//! `libhuptime.so`: the preload library that keeps a server's listening sockets open across
+//! restarts. See `DESIGN.md` for the behaviour; this crate is laid out as:
+//!
+//! - [`hooks`]: the exported libc symbols, thin doors into the rest;
+//! - [`real`], [`sys`], [`procfs`]: the only places that call into libc and the kernel;
+//! - [`fdtable`], [`sockets`], [`process`]: what the library knows (lock-free where the hot path
+//!   reads it);
+//! - [`binding`], [`accepting`], [`descriptors`], [`waits`], [`lifecycle`]: the logic behind
+//!   each group of hooks;
+//! - [`ready`], [`retire`], [`restart`], [`signals`], [`record`]: generations coming and going.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(rust_2018_idioms)]
+
+mod accepting;
+mod binding;
+mod descriptors;
+mod epoll;
+mod errno;
+mod fdtable;
+mod hooks;
+mod internal;
+mod lifecycle;
+mod lock;
+mod log;
+mod process;
+mod procfs;
+mod ready;
+mod real;
+mod record;
+mod reentry;
+mod restart;
+mod retire;
+mod signals;
+mod sockets;
+mod sys;
+mod waits;

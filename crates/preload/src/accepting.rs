@@ -1,0 +1,100 @@
+//! `accept`/`accept4`: the hot path. On a bound socket it counts the thread as accepting
+//! around the real call and tracks the connection it returns; on a ghost it behaves like an
+//! idle listening socket.
+
+use std::ffi::c_int;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+
+use crate::fdtable::{self, Kind};
+use crate::process::{ACCEPTING, CONNECTIONS};
+use crate::{errno, ready, real, retire, sys, waits};
+
+fn call(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: Option<c_int>,
+) -> c_int {
+    match flags {
+        // SAFETY: forwarding the caller's arguments.
+        Some(flags) => unsafe { real::accept4(fd, addr, len, flags) },
+        // SAFETY: forwarding the caller's arguments.
+        None => unsafe { real::accept(fd, addr, len) },
+    }
+}
+
+/// `accept(fd, addr, len)` (`flags` is `None`) or `accept4(fd, addr, len, flags)`.
+pub fn accept(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: Option<c_int>,
+) -> c_int {
+    match fdtable::get(fd) {
+        Kind::Bound => accept_bound(fd, addr, len, flags),
+        Kind::Ghost => accept_ghost(fd),
+        _ => call(fd, addr, len, flags),
+    }
+}
+
+fn accept_bound(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: Option<c_int>,
+) -> c_int {
+    if ready::pending() {
+        let _errno = errno::Preserve::now();
+        ready::served(fd);
+    }
+    ACCEPTING.fetch_add(1, Ordering::SeqCst);
+    let connection = call(fd, addr, len, flags);
+    if connection >= 0 && fdtable::get(fd) == Kind::Ghost && retire::is_poke(connection) {
+        // Our wake-up: the kernel restarted this accept on the ghost.
+        sys::close(connection);
+        ACCEPTING.fetch_sub(1, Ordering::SeqCst);
+        retire::on_drain_progress();
+        return accept_ghost(fd);
+    }
+    let _errno = errno::Preserve::now();
+    if connection >= 0 {
+        fdtable::set(connection, Kind::Connection);
+        // Counted as a connection before it stops counting as accepting (see retire::drained).
+        CONNECTIONS.fetch_add(1, Ordering::SeqCst);
+    }
+    ACCEPTING.fetch_sub(1, Ordering::SeqCst);
+    if connection < 0 {
+        retire::on_drain_progress();
+    }
+    connection
+}
+
+/// An idle listening socket: `EAGAIN` when non-blocking, otherwise it blocks for ever — except
+/// right after a `poll`/`select` that began before the swap and may have reported the real
+/// socket readable: that `accept` gets `ECONNABORTED` (the client is gone, as far as this
+/// process knows), which servers treat as "try again", instead of blocking the event loop.
+fn accept_ghost(fd: RawFd) -> c_int {
+    loop {
+        let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
+        if !nonblocking && waits::began_before_retirement() {
+            errno::set(libc::ECONNABORTED);
+            return -1;
+        }
+        // Only our own wake-up connections ever arrive on a ghost: drop them and go on.
+        let poke = call(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            Some(libc::SOCK_CLOEXEC),
+        );
+        if poke < 0 {
+            return -1;
+        }
+        sys::close(poke);
+        if nonblocking {
+            errno::set(libc::EAGAIN);
+            return -1;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `bind` and `listen`: where a new generation gets its inherited sockets back.
+//!
+//! A bind whose identity matches an inherited socket is not made: the inherited socket is put
+//! behind the program's descriptor instead, with the program's descriptor flags, file status
+//! flags and the options it set on its fresh socket.
+
+use std::ffi::c_int;
+use std::os::fd::RawFd;
+
+use huptime_handoff::{Address, SockKind, SocketIdentity};
+
+use crate::fdtable::{self, Kind};
+use crate::log::debug;
+use crate::{errno, process, ready, real, restart, sockets, sys};
+
+/// Options a program commonly sets before `bind` that matter for the sockets it accepts; they
+/// are copied onto the inherited socket so the new configuration takes effect.
+const COPIED_OPTIONS: [(c_int, c_int); 6] = [
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+    (libc::SOL_SOCKET, libc::SO_RCVBUF),
+    (libc::SOL_SOCKET, libc::SO_SNDBUF),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+    (libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT),
+    (libc::IPPROTO_TCP, libc::TCP_FASTOPEN),
+];
+
+/// Works out the identity a bind asks for, or `None` for sockets we leave alone.
+fn identity(fd: RawFd, raw: &[u8]) -> Option<SocketIdentity> {
+    let address = Address::from_sockaddr(raw)?;
+    let kind = SockKind::from_so_type(sys::socket_type(fd)?)?;
+    let inet = matches!(address, Address::V4(..) | Address::V6(..));
+    if inet && process::config().is_some_and(|c| c.options.reuseport) {
+        // --multi: every copy binds its own socket on the shared port.
+        sys::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+    }
+    let v6only = matches!(address, Address::V6(..))
+        && sys::get_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(1);
+    let reuseport =
+        inet && sys::get_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT) == Some(1);
+    Some(SocketIdentity {
+        kind,
+        address,
+        v6only,
+        reuseport,
+    })
+}
+
+/// Puts the inherited socket `inherited` behind the program's descriptor `fd`.
+fn adopt(fd: RawFd, inherited: RawFd) -> bool {
+    let cloexec = sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC != 0);
+    let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
+    let tcp =
+        sys::get_int_option(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL) == Some(libc::IPPROTO_TCP);
+    for (level, name) in COPIED_OPTIONS {
+        if level == libc::IPPROTO_TCP && !tcp {
+            continue;
+        }
+        if let Some(value) = sys::get_int_option(fd, level, name) {
+            sys::set_int_option(inherited, level, name, value);
+        }
+    }
+    sys::set_nonblocking(inherited, nonblocking);
+    sys::move_onto(inherited, fd, cloexec)
+}
+
+/// `bind(fd, addr, len)`.
+pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    let identity = if addr.is_null() {
+        None
+    } else {
+        // SAFETY: the caller passes an address of `len` bytes.
+        let raw = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
+        let _errno = errno::Preserve::now();
+        identity(fd, raw)
+    };
+    let Some(identity) = identity else {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real::bind(fd, addr, len) };
+    };
+    if !identity.address.is_ephemeral()
+        && let Some(inherited) = sockets::claim(&identity)
+    {
+        let _errno = errno::Preserve::now();
+        if adopt(fd, inherited) {
+            fdtable::clear(inherited);
+            sys::close(inherited);
+            debug!("bind {identity} on fd {fd}: given the inherited socket");
+            let kind = identity.kind;
+            sockets::add(fd, identity, true);
+            after_bind(fd, kind);
+            return 0;
+        }
+        debug!("bind {identity} on fd {fd}: could not adopt the inherited socket, binding afresh");
+        fdtable::clear(inherited);
+        sys::close(inherited);
+    }
+    // SAFETY: forwarding the caller's arguments.
+    let result = unsafe { real::bind(fd, addr, len) };
+    if result == 0 {
+        let _errno = errno::Preserve::now();
+        debug!("bind {identity} on fd {fd}: new socket");
+        let kind = identity.kind;
+        sockets::add(fd, identity, false);
+        after_bind(fd, kind);
+    }
+    result
+}
+
+fn after_bind(fd: RawFd, kind: SockKind) {
+    restart::start_thread();
+    // A datagram socket counts as served once bound: both generations read one buffer.
+    if kind == SockKind::Datagram && ready::pending() {
+        ready::served(fd);
+    }
+}
+
+/// `listen(fd, backlog)`: on an inherited socket it only adjusts the backlog (the kernel
+/// accepts `listen` on a listening socket), so the program's own value takes effect again.
+pub fn listen(fd: RawFd, backlog: c_int) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    let result = unsafe { real::listen(fd, backlog) };
+    if result == 0 && fdtable::get(fd) == Kind::Bound {
+        debug!("listen on fd {fd} (backlog {backlog})");
+    }
+    result
+}
+
+/// `unlink`/`unlinkat` of a path: refused quietly (success, nothing removed) when it is the
+/// address of an inherited Unix socket the program has not claimed yet — the "unlink, then
+/// bind" idiom would otherwise cut that socket off from its clients.
+pub fn keeps_path(path: *const libc::c_char) -> bool {
+    if path.is_null() || !sockets::has_unclaimed() {
+        return false;
+    }
+    // SAFETY: the caller passes a NUL-terminated path.
+    let path = unsafe { std::ffi::CStr::from_ptr(path) }.to_bytes();
+    let keep = sockets::is_unclaimed_path(path);
+    if keep {
+        debug!(
+            "unlink {}: kept, it is an inherited socket",
+            String::from_utf8_lossy(path)
+        );
+    }
+    keep
+}

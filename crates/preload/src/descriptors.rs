@@ -1,0 +1,160 @@
+//! Closing and duplicating descriptors: a tracked connection is done when its last copy is
+//! closed (by `close`, `dup2` over it, `close_range`, `closefrom`), and a duplicate of a bound
+//! socket or a connection is tracked like the original.
+//!
+//! A descriptor is forgotten before the real close, never after: once closed its number can be
+//! handed out again at once by another thread, whose new descriptor we must not forget.
+
+use std::ffi::{c_int, c_uint};
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+
+use crate::fdtable::{self, Kind};
+use crate::process::CONNECTIONS;
+use crate::{internal, real, retire, sockets, sys};
+
+/// Forgets `fd`; returns whether a connection is going away.
+fn forget(fd: RawFd, kind: Kind) -> bool {
+    fdtable::clear(fd);
+    match kind {
+        Kind::Bound => {
+            sockets::remove_fd(fd);
+            false
+        }
+        Kind::Connection => true,
+        _ => false,
+    }
+}
+
+fn connection_gone() {
+    CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+    retire::on_drain_progress();
+}
+
+/// `close(fd)`.
+pub fn close(fd: RawFd) -> c_int {
+    let kind = fdtable::get(fd);
+    if kind == Kind::Untracked {
+        // SAFETY: forwarding the caller's argument.
+        return unsafe { real::close(fd) };
+    }
+    if kind == Kind::Internal && internal::relocate(fd) {
+        return 0;
+    }
+    let connection = forget(fd, kind);
+    // SAFETY: forwarding the caller's argument.
+    let result = unsafe { real::close(fd) };
+    // Linux releases the descriptor even when close reports EINTR or EIO.
+    if connection && (result == 0 || crate::errno::get() != libc::EBADF) {
+        let _errno = crate::errno::Preserve::now();
+        connection_gone();
+    }
+    result
+}
+
+/// Tracks `copy` like `original` after a successful duplication.
+fn track_copy(original: RawFd, copy: RawFd, kind: Kind) {
+    match kind {
+        Kind::Connection => {
+            fdtable::set(copy, Kind::Connection);
+            CONNECTIONS.fetch_add(1, Ordering::SeqCst);
+        }
+        Kind::Bound => sockets::add_alias(original, copy),
+        Kind::Epoll | Kind::Ghost => fdtable::set(copy, kind),
+        Kind::Untracked | Kind::Internal => {}
+    }
+}
+
+/// `dup(fd)`, and `fcntl(F_DUPFD*)` through `duplicate`.
+pub fn dup(fd: RawFd) -> c_int {
+    // SAFETY: forwarding the caller's argument.
+    let copy = unsafe { real::dup(fd) };
+    if copy >= 0 {
+        let _errno = crate::errno::Preserve::now();
+        track_copy(fd, copy, fdtable::get(fd));
+    }
+    copy
+}
+
+/// `fcntl(fd, F_DUPFD or F_DUPFD_CLOEXEC, min)`.
+pub fn duplicate(fd: RawFd, cmd: c_int, min: libc::c_long) -> c_int {
+    // SAFETY: forwarding the caller's arguments.
+    let copy = unsafe { real::fcntl(fd, cmd, min) };
+    if copy >= 0 {
+        let _errno = crate::errno::Preserve::now();
+        track_copy(fd, copy, fdtable::get(fd));
+    }
+    copy
+}
+
+/// `dup2`/`dup3(old, new, flags)`: whatever `new` was is closed by the kernel.
+pub fn dup_onto(old: RawFd, new: RawFd, flags: Option<c_int>) -> c_int {
+    let call = || match flags {
+        // SAFETY: forwarding the caller's arguments.
+        Some(flags) => unsafe { real::dup3(old, new, flags) },
+        // SAFETY: forwarding the caller's arguments.
+        None => unsafe { real::dup2(old, new) },
+    };
+    // dup2 onto itself changes nothing; an invalid `old` changes nothing either.
+    if old == new || !sys::is_open(old) {
+        return call();
+    }
+    let old_kind = fdtable::get(old);
+    let new_kind = fdtable::get(new);
+    let connection = if new_kind == Kind::Internal {
+        internal::relocate(new);
+        false
+    } else {
+        forget(new, new_kind)
+    };
+    let result = call();
+    let _errno = crate::errno::Preserve::now();
+    if result >= 0 {
+        track_copy(old, result, old_kind);
+    }
+    if connection {
+        connection_gone();
+    }
+    result
+}
+
+/// `close_range(first, last, flags)`, also behind `closefrom`. Our own descriptors in the
+/// range stay open (the range is closed around them); tracked ones are forgotten first.
+pub fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let call = |from: c_uint, to: c_uint| {
+        // SAFETY: plain system call with integer arguments.
+        unsafe { real::close_range(from, to, flags) }
+    };
+    if flags as c_uint & libc::CLOSE_RANGE_CLOEXEC != 0 || first > last {
+        return call(first, last);
+    }
+    let mut keep = Vec::new();
+    let mut connections = 0;
+    fdtable::for_each_tracked(
+        first as RawFd,
+        last.min(i32::MAX as c_uint) as RawFd,
+        |fd, kind| {
+            if kind == Kind::Internal {
+                keep.push(fd as c_uint);
+            } else if forget(fd, kind) {
+                connections += 1;
+            }
+        },
+    );
+    let mut start = first;
+    let mut result = 0;
+    for fd in keep {
+        if fd > start {
+            result = result.min(call(start, fd - 1));
+        }
+        start = fd + 1;
+    }
+    if start <= last {
+        result = result.min(call(start, last));
+    }
+    let _errno = crate::errno::Preserve::now();
+    for _ in 0..connections {
+        connection_gone();
+    }
+    result
+}

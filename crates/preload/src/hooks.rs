@@ -1,0 +1,351 @@
+//! The exported libc symbols: thin doors into the library.
+//!
+//! Each door forwards straight to libc when the process does not take part in an instance or
+//! when the call comes from inside the library; otherwise it runs our logic with panics caught
+//! (a panic must never cross into the host program: the call then fails with `EIO`).
+
+use std::ffi::{c_char, c_int, c_long, c_uint};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use libc::{
+    epoll_event, fd_set, nfds_t, pid_t, pollfd, sigset_t, sockaddr, socklen_t, timespec, timeval,
+};
+
+use crate::{accepting, binding, descriptors, errno, lifecycle, process, real, reentry, waits};
+
+/// Runs `logic` inside the library, or `direct` when the library is not involved.
+#[inline(always)]
+fn door<T: From<i8>>(direct: impl FnOnce() -> T, logic: impl FnOnce() -> T) -> T {
+    if !process::active() {
+        return direct();
+    }
+    let Some(_inside) = reentry::enter() else {
+        return direct();
+    };
+    catch_unwind(AssertUnwindSafe(logic)).unwrap_or_else(|_| {
+        errno::set(libc::EIO);
+        T::from(-1)
+    })
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    door(
+        || unsafe { real::bind(fd, addr, len) },
+        || binding::bind(fd, addr, len),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    door(
+        || unsafe { real::listen(fd, backlog) },
+        || binding::listen(fd, backlog),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    door(
+        || unsafe { real::accept(fd, addr, len) },
+        || accepting::accept(fd, addr, len, None),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    door(
+        || unsafe { real::accept4(fd, addr, len, flags) },
+        || accepting::accept(fd, addr, len, Some(flags)),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    door(|| unsafe { real::close(fd) }, || descriptors::close(fd))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    door(|| unsafe { real::dup(fd) }, || descriptors::dup(fd))
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    door(
+        || unsafe { real::dup2(old, new) },
+        || descriptors::dup_onto(old, new, None),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    door(
+        || unsafe { real::dup3(old, new, flags) },
+        || descriptors::dup_onto(old, new, Some(flags)),
+    )
+}
+
+/// `fcntl` is variadic in C; its third argument, when there is one, is an `int` or a pointer,
+/// both passed in the same register on the platforms we support.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
+        return unsafe { real::fcntl(fd, cmd, arg) };
+    }
+    door(
+        || unsafe { real::fcntl(fd, cmd, arg) },
+        || descriptors::duplicate(fd, cmd, arg),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    door(
+        || unsafe { real::close_range(first, last, flags) },
+        || descriptors::close_range(first, last, flags),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn closefrom(first: c_int) {
+    let first = c_uint::try_from(first).unwrap_or(0);
+    door(
+        || {
+            unsafe { real::close_range(first, c_uint::MAX, 0) };
+            0i8
+        },
+        || {
+            descriptors::close_range(first, c_uint::MAX, 0);
+            0i8
+        },
+    );
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fork() -> pid_t {
+    let pid = unsafe { real::fork() };
+    if pid > 0 && process::active() {
+        if let Some(_inside) = reentry::enter() {
+            let _errno = errno::Preserve::now();
+            let _ = catch_unwind(|| lifecycle::forked(pid));
+        }
+    }
+    pid
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn setsid() -> pid_t {
+    let session = unsafe { real::setsid() };
+    if session >= 0 && process::active() {
+        if let Some(_inside) = reentry::enter() {
+            let _errno = errno::Preserve::now();
+            let _ = catch_unwind(lifecycle::became_session_leader);
+        }
+    }
+    session
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn exit(status: c_int) -> ! {
+    if process::active() {
+        if let Some(_inside) = reentry::enter() {
+            let _ = catch_unwind(|| lifecycle::exiting(status));
+        }
+    }
+    unsafe { real::exit(status) };
+    // Only reached if libc's exit could not be found.
+    unsafe { libc::_exit(status) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
+    door(
+        || unsafe { real::unlink(path) },
+        || {
+            if binding::keeps_path(path) {
+                0
+            } else {
+                unsafe { real::unlink(path) }
+            }
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    door(
+        || unsafe { real::unlinkat(dirfd, path, flags) },
+        || {
+            let relative_to_cwd =
+                dirfd == libc::AT_FDCWD || (!path.is_null() && unsafe { *path } == b'/' as c_char);
+            if relative_to_cwd && flags & libc::AT_REMOVEDIR == 0 && binding::keeps_path(path) {
+                0
+            } else {
+                unsafe { real::unlinkat(dirfd, path, flags) }
+            }
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
+    door(
+        || unsafe { real::epoll_create(size) },
+        || {
+            let fd = unsafe { real::epoll_create(size) };
+            waits::created_epoll(fd);
+            fd
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
+    door(
+        || unsafe { real::epoll_create1(flags) },
+        || {
+            let fd = unsafe { real::epoll_create1(flags) };
+            waits::created_epoll(fd);
+            fd
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut epoll_event,
+) -> c_int {
+    door(
+        || unsafe { real::epoll_ctl(epfd, op, fd, event) },
+        || {
+            waits::before_epoll_ctl(op, fd);
+            unsafe { real::epoll_ctl(epfd, op, fd, event) }
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
+    door(
+        || unsafe { real::poll(fds, nfds, timeout) },
+        || {
+            waits::before_poll(fds, nfds);
+            unsafe { real::poll(fds, nfds, timeout) }
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    door(
+        || unsafe { real::ppoll(fds, nfds, timeout, mask) },
+        || {
+            waits::before_poll(fds, nfds);
+            unsafe { real::ppoll(fds, nfds, timeout, mask) }
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn select(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: *mut timeval,
+) -> c_int {
+    door(
+        || unsafe { real::select(nfds, r, w, e, timeout) },
+        || {
+            waits::before_select(nfds, r);
+            unsafe { real::select(nfds, r, w, e, timeout) }
+        },
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> c_int {
+    door(
+        || unsafe { real::pselect(nfds, r, w, e, timeout, mask) },
+        || {
+            waits::before_select(nfds, r);
+            unsafe { real::pselect(nfds, r, w, e, timeout, mask) }
+        },
+    )
+}
+
+/// `syscall` is variadic in C; six `long` arguments cover every system call on x86_64 and
+/// aarch64, where variadic and fixed integer arguments travel in the same registers. The
+/// calls we care about are routed to the same logic as their libc wrappers (node's libuv
+/// closes connections with `syscall(SYS_close)`); everything else, including the futex calls
+/// of our own locks, goes straight through without a lock or an allocation.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn syscall(
+    n: c_long,
+    a1: c_long,
+    a2: c_long,
+    a3: c_long,
+    a4: c_long,
+    a5: c_long,
+    a6: c_long,
+) -> c_long {
+    let direct = || unsafe { real::syscall(n, a1, a2, a3, a4, a5, a6) };
+    if !matches!(
+        n,
+        libc::SYS_close
+            | libc::SYS_accept
+            | libc::SYS_accept4
+            | libc::SYS_dup
+            | libc::SYS_dup2
+            | libc::SYS_dup3
+            | libc::SYS_close_range
+            | libc::SYS_bind
+            | libc::SYS_listen
+    ) {
+        return direct();
+    }
+    door(direct, || {
+        let fd = a1 as c_int;
+        c_long::from(match n {
+            libc::SYS_close => descriptors::close(fd),
+            libc::SYS_accept => {
+                accepting::accept(fd, a2 as *mut sockaddr, a3 as *mut socklen_t, None)
+            }
+            libc::SYS_accept4 => accepting::accept(
+                fd,
+                a2 as *mut sockaddr,
+                a3 as *mut socklen_t,
+                Some(a4 as c_int),
+            ),
+            libc::SYS_dup => descriptors::dup(fd),
+            libc::SYS_dup2 => descriptors::dup_onto(fd, a2 as c_int, None),
+            libc::SYS_dup3 => descriptors::dup_onto(fd, a2 as c_int, Some(a3 as c_int)),
+            libc::SYS_close_range => {
+                descriptors::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int)
+            }
+            libc::SYS_bind => binding::bind(fd, a2 as *const sockaddr, a3 as socklen_t),
+            _ => binding::listen(fd, a2 as c_int),
+        })
+    })
+}

@@ -1,0 +1,271 @@
+//! A process's life with the library: activation in the constructor, `fork` (a child is a
+//! worker of its parent's generation), `setsid` (a daemon's child takes over as master), and
+//! the end (`exit`, or returning from `main`).
+
+use std::ffi::{CStr, CString, c_char, c_int};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use huptime_handoff::state::{HandoverState, InheritedSocket};
+use huptime_handoff::{OPTIONS_ENV, Options, STATE_ENV, SockKind};
+
+use crate::fdtable::{self, Kind};
+use crate::log::{debug, warning};
+use crate::process::{self, Config, MASTER, PARENT, PID, READY_PENDING, RETIRING, STDIO};
+use crate::{ready, real, record, restart, retire, signals, sockets, sys};
+
+/// The value of `name` in a NULL-terminated `envp`.
+fn env_value<'a>(envp: *const *const c_char, name: &str) -> Option<&'a str> {
+    if envp.is_null() {
+        return None;
+    }
+    let mut entry = envp;
+    // SAFETY: envp is the NULL-terminated array the loader gives constructors.
+    unsafe {
+        while !(*entry).is_null() {
+            let bytes = CStr::from_ptr(*entry).to_bytes();
+            if let Some(value) = bytes
+                .strip_prefix(name.as_bytes())
+                .and_then(|rest| rest.strip_prefix(b"="))
+            {
+                return std::str::from_utf8(value).ok();
+            }
+            entry = entry.add(1);
+        }
+    }
+    None
+}
+
+fn capture_environment(envp: *const *const c_char) -> Vec<CString> {
+    let mut environment = Vec::new();
+    let mut entry = envp;
+    // SAFETY: as above.
+    unsafe {
+        while !entry.is_null() && !(*entry).is_null() {
+            environment.push(CStr::from_ptr(*entry).to_owned());
+            entry = entry.add(1);
+        }
+    }
+    environment
+}
+
+/// Writes a warning before the configuration exists (so without PID/generation context).
+fn early_warning(message: &str) {
+    sys::write_all(
+        libc::STDERR_FILENO,
+        format!("huptime[{}]: {message}\n", sys::getpid()).as_bytes(),
+    );
+}
+
+/// Where saved stdio copies go: high, out of the way of numbers programs expect to get.
+fn saved_descriptor_floor() -> RawFd {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    let soft = RawFd::try_from(limit.rlim_cur).unwrap_or(RawFd::MAX);
+    soft.saturating_sub(64).clamp(3, 1000)
+}
+
+/// Saves descriptors 0, 1, 2 as they are now (the first start).
+fn save_stdio() -> Option<[RawFd; 3]> {
+    let floor = saved_descriptor_floor();
+    let mut saved = [-1; 3];
+    for (index, slot) in saved.iter_mut().enumerate() {
+        match sys::duplicate_above(index as RawFd, floor) {
+            Some(copy) => *slot = copy,
+            None => {
+                saved
+                    .iter()
+                    .filter(|&&fd| fd >= 0)
+                    .for_each(|&fd| sys::close(fd));
+                return None;
+            }
+        }
+    }
+    Some(saved)
+}
+
+/// Keeps the inherited sockets that are what the state says they are.
+fn validate_sockets(sockets: Vec<InheritedSocket>) -> Vec<InheritedSocket> {
+    sockets
+        .into_iter()
+        .filter(|socket| {
+            let kind = sys::socket_type(socket.fd).and_then(SockKind::from_so_type);
+            let valid = kind == Some(socket.identity.kind);
+            if !valid {
+                early_warning(&format!(
+                    "ignoring inherited descriptor {} ({}): not that socket",
+                    socket.fd, socket.identity
+                ));
+            }
+            valid
+        })
+        .collect()
+}
+
+/// The constructor's work: decide whether this process takes part, and set it up if so.
+pub fn activate(envp: *const *const c_char) {
+    let (Some(state_text), Some(options_text)) =
+        (env_value(envp, STATE_ENV), env_value(envp, OPTIONS_ENV))
+    else {
+        return;
+    };
+    let pid = sys::getpid();
+    let state = match HandoverState::decode(state_text) {
+        Ok(state) if state.pid != pid => return, // a program the instance runs: not ours
+        Ok(state) => state,
+        Err(error) => {
+            early_warning(&format!(
+                "ignoring the handover state ({error}); starting as a first generation"
+            ));
+            let fresh = HandoverState {
+                pid,
+                instance: format!("{pid}-{}", process::now_secs()),
+                since: process::now_secs(),
+                ..HandoverState::default()
+            };
+            // Programs we start must see a state that is not theirs.
+            if let Ok(value) = CString::new(fresh.encode()) {
+                // SAFETY: setenv with NUL-terminated strings, before main runs.
+                unsafe { libc::setenv(c"HUPTIME_STATE".as_ptr(), value.as_ptr(), 1) };
+            }
+            fresh
+        }
+    };
+    let options = match Options::decode(options_text) {
+        Ok(options) => options,
+        Err(error) => {
+            early_warning(&format!("{error}; restarts are disabled"));
+            return;
+        }
+    };
+    let stdio = match state.stdio {
+        Some(fds) if fds.iter().all(|&fd| sys::is_open(fd)) => Some(fds),
+        _ => save_stdio(),
+    };
+    let config = Config {
+        options,
+        instance: state.instance.clone(),
+        since: state.since,
+        generation_since: process::now_secs(),
+        first_sigmask: state.sigmask,
+        first_ignored: state.ignored,
+        environment: capture_environment(envp),
+    };
+    let signal = config.options.signal;
+    READY_PENDING.store(true, Ordering::SeqCst);
+    process::activate(config, state.generation);
+    if let Some(fds) = stdio {
+        for (slot, fd) in STDIO.iter().zip(fds) {
+            fdtable::set(fd, Kind::Internal);
+            slot.store(fd, Ordering::Release);
+        }
+    }
+    let inherited = validate_sockets(state.sockets);
+    let count = inherited.len();
+    sockets::inherit(inherited);
+    if let Some(fd) = state.ready_fd.filter(|&fd| sys::socket_type(fd).is_some()) {
+        ready::set_channel(fd);
+    }
+    if let Err(error) = signals::install(signal) {
+        warning!("cannot install the restart signal handler: {error}");
+    }
+    // SAFETY: registering plain extern "C" functions.
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_in_parent),
+            Some(after_fork_in_child),
+        );
+        libc::atexit(at_exit);
+    }
+    debug!("started as pid {pid} with {count} inherited socket(s)");
+    if count == 0 && state.generation > 0 {
+        // Nothing to claim: nothing for the old generation to wait for.
+        ready::become_ready();
+    }
+}
+
+extern "C" fn before_fork() {
+    sockets::lock_for_fork();
+}
+
+extern "C" fn after_fork_in_parent() {
+    sockets::unlock_after_fork();
+}
+
+/// The child of any fork (ours via `fork`, or libc's own as in `daemon(3)`): a worker of the
+/// parent's generation. Only async-signal-safe work here.
+extern "C" fn after_fork_in_child() {
+    sockets::unlock_after_fork();
+    if !process::active() {
+        return;
+    }
+    PARENT.store(PID.load(Ordering::Relaxed), Ordering::Relaxed);
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    MASTER.store(false, Ordering::Relaxed);
+    process::RESTART_PENDING.store(false, Ordering::Relaxed);
+    restart::forget_after_fork();
+    // A worker a retiring process starts (a pool refilling itself) has nothing to serve.
+    if RETIRING.load(Ordering::SeqCst) && retire::drained() {
+        // SAFETY: leaving a child that must not run.
+        unsafe { libc::_exit(0) };
+    }
+}
+
+/// After the program's `fork`: the parent logs which worker it started.
+pub fn forked(pid: libc::pid_t) {
+    if pid > 0 && sockets::any_bound() {
+        debug!("forked pid {pid}: a worker of this generation");
+    }
+}
+
+/// After a successful `setsid` in a worker: the usual daemon start (fork, parent exits, child
+/// calls setsid) hands the instance to the child.
+pub fn became_session_leader() {
+    if process::is_master() {
+        return;
+    }
+    MASTER.store(true, Ordering::SeqCst);
+    debug!("setsid in a forked child: it is the master now (a daemon)");
+    if sockets::any_bound() || sockets::has_unclaimed() {
+        restart::start_thread();
+    }
+}
+
+static ENDING: AtomicBool = AtomicBool::new(false);
+
+/// `exit(status)`, and returning from `main` through [`at_exit`]: with `--revive` the program
+/// starts again on its sockets instead.
+pub fn exiting(status: c_int) {
+    if !process::active() || ENDING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    restart::revive(status);
+    if process::is_master() {
+        record::remove();
+    }
+}
+
+extern "C" fn at_exit() {
+    let Some(_inside) = crate::reentry::enter() else {
+        return;
+    };
+    let _ = std::panic::catch_unwind(|| exiting(0));
+}
+
+/// The constructor: runs before `main` with the program's argc, argv and envp.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONSTRUCTOR: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = constructor;
+
+extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *const *const c_char) {
+    let Some(_inside) = crate::reentry::enter() else {
+        return;
+    };
+    real::resolve_all();
+    let _ = std::panic::catch_unwind(|| activate(envp));
+}

@@ -1,0 +1,89 @@
+//! Readiness: a generation is ready once it serves the sockets it claimed (it accepted on them,
+//! polled them or put them in an epoll set), which a quiet service does without any traffic.
+//! The old generation learns it over the channel it handed down; the master of this generation
+//! learns it from whichever of its processes got there first.
+//!
+//! Once ready, the hooks' check costs one relaxed atomic load.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::fdtable::{self, Kind};
+use crate::log::debug;
+use crate::process::{self, PARENT, READY_PENDING};
+use crate::restart::{self, Wake};
+use crate::sockets::{self, Served};
+use crate::{procfs, sys};
+
+/// The byte that says "ready" on the readiness channel.
+pub const READY: u8 = b'R';
+
+/// Payload of the restart signal a worker sends up to its master when it became ready.
+pub const READY_SIGNAL_PAYLOAD: usize = 0x6875_7079;
+
+/// Our end of the channel to the previous generation, until we report on it.
+static CHANNEL: AtomicI32 = AtomicI32::new(-1);
+
+/// The channel's descriptor, for [`crate::internal::relocate`].
+pub fn channel_slot() -> &'static AtomicI32 {
+    &CHANNEL
+}
+
+/// Remembers the readiness channel handed down by the previous generation.
+pub fn set_channel(fd: RawFd) {
+    fdtable::set(fd, Kind::Internal);
+    CHANNEL.store(fd, Ordering::Release);
+}
+
+/// Whether readiness is still being watched for (hot path).
+#[inline]
+pub fn pending() -> bool {
+    READY_PENDING.load(Ordering::Relaxed)
+}
+
+/// The program serves `fd`.
+pub fn served(fd: RawFd) {
+    if fdtable::get(fd) != Kind::Bound {
+        return;
+    }
+    if let Served::All = sockets::mark_served(fd) {
+        become_ready();
+    }
+}
+
+/// Declares this process's generation ready: tells the previous generation, closes the
+/// inherited sockets nobody claimed, and lets the master know.
+pub fn become_ready() {
+    if !READY_PENDING.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let channel = CHANNEL.swap(-1, Ordering::AcqRel);
+    if channel >= 0 {
+        let message = [READY];
+        // SAFETY: send on our own descriptor; MSG_NOSIGNAL because the old generation may be
+        // gone already.
+        unsafe { libc::send(channel, message.as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        fdtable::clear(channel);
+        sys::close(channel);
+    }
+    for identity in sockets::close_unclaimed() {
+        debug!("closed inherited socket {identity}: the new generation did not bind it");
+    }
+    // The saved stdio copies had to survive the execs up to the program; from now on they
+    // must not leak into the program's own children.
+    if let Some(stdio) = process::stdio() {
+        for fd in stdio {
+            sys::set_cloexec(fd, true);
+        }
+    }
+    debug!("ready: serving every socket it claimed");
+    if process::is_master() {
+        restart::wake(Wake::Ready);
+    } else {
+        procfs::queue_signal(
+            PARENT.load(Ordering::Relaxed),
+            process::restart_signal(),
+            READY_SIGNAL_PAYLOAD,
+        );
+    }
+}

@@ -1,0 +1,621 @@
+//! The restart thread of a master: the signal handler only writes a byte to a pipe, and this
+//! thread does the work. Restarts never overlap: signals that arrive while one is under way
+//! are coalesced into one more, acted on when it has finished.
+//!
+//! Fork mode: start the next generation, wait until it is ready (or give up and keep serving),
+//! then ghost, drain and exit. Exec mode: ghost, drain, then execute the next generation in
+//! place, un-ghosting if that fails.
+
+pub mod launch;
+pub mod plan;
+
+use std::ffi::c_int;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use huptime_handoff::record::{Outcome, Phase};
+use huptime_handoff::state::InheritedSocket;
+use huptime_handoff::{Mode, Options};
+
+use crate::fdtable::{self, Kind};
+use crate::log::{debug, warning};
+use crate::process::{self, Config, GENERATION, PID, READY_PENDING, RETIRING};
+use crate::{epoll, ready, record, reentry, retire, sockets, sys};
+
+/// Why the restart thread is woken.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+pub enum Wake {
+    /// The restart signal arrived.
+    Restart = b'R',
+    /// This generation (or one of its workers) became ready.
+    Ready = b'Y',
+    /// Something draining waits for has ended.
+    Drained = b'D',
+}
+
+static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The restart pipe's descriptors, for [`crate::internal::relocate`].
+pub fn pipe_slots() -> [&'static AtomicI32; 2] {
+    [&PIPE_READ, &PIPE_WRITE]
+}
+
+/// Wakes the restart thread. Async-signal-safe. Before the thread exists a restart request is
+/// remembered; a full pipe drops the byte, which is fine since requests coalesce anyway.
+pub fn wake(reason: Wake) {
+    let fd = PIPE_WRITE.load(Ordering::Acquire);
+    if fd >= 0 {
+        let byte = reason as u8;
+        // SAFETY: write of one byte to our own non-blocking pipe.
+        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    } else if matches!(reason, Wake::Restart) {
+        process::RESTART_PENDING.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts the restart thread of a master, once. Created with every signal blocked, then it
+/// unblocks only the restart signal: it must not steal signals the program waits for.
+pub fn start_thread() {
+    if !process::is_master() || STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        warning!(
+            "cannot create the restart pipe: {}",
+            std::io::Error::last_os_error()
+        );
+        STARTED.store(false, Ordering::SeqCst);
+        return;
+    }
+    sys::set_nonblocking(fds[1], true);
+    fdtable::set(fds[0], Kind::Internal);
+    fdtable::set(fds[1], Kind::Internal);
+    PIPE_READ.store(fds[0], Ordering::Release);
+    PIPE_WRITE.store(fds[1], Ordering::Release);
+
+    // SAFETY: masks are plain sets; the old mask is restored right after spawning.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let spawned = std::thread::Builder::new()
+        .name("huptime".into())
+        .stack_size(256 * 1024)
+        .spawn(run);
+    // SAFETY: restoring the caller's mask.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    if let Err(error) = spawned {
+        warning!("cannot start the restart thread: {error}");
+    }
+}
+
+/// In a forked child: the thread is gone and the pipe belongs to the parent.
+pub fn forget_after_fork() {
+    for slot in [&PIPE_READ, &PIPE_WRITE] {
+        let fd = slot.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            fdtable::clear(fd);
+            sys::close(fd);
+        }
+    }
+    STARTED.store(false, Ordering::SeqCst);
+}
+
+fn run() {
+    reentry::enter_for_good();
+    let sig = process::restart_signal();
+    // SAFETY: building and applying a mask on our own thread.
+    unsafe {
+        let mut only: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut only);
+        libc::sigdelset(&mut only, sig);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &only, std::ptr::null_mut());
+    }
+    let Some(config) = process::config() else {
+        return;
+    };
+    let mut restarter = Restarter {
+        config,
+        attempts: 0,
+        last: None,
+        requested: process::RESTART_PENDING.swap(false, Ordering::SeqCst),
+    };
+    restarter.publish();
+    loop {
+        if restarter.requested && !READY_PENDING.load(Ordering::SeqCst) {
+            restarter.requested = false;
+            restarter.restart();
+            continue;
+        }
+        let events = read_events(None);
+        restarter.absorb(&events);
+    }
+}
+
+/// Reads what woke us, waiting at most `timeout` (for ever with `None`).
+fn read_events(timeout: Option<Duration>) -> Vec<u8> {
+    let fd = PIPE_READ.load(Ordering::Acquire);
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as c_int);
+    // SAFETY: one valid pollfd.
+    if unsafe { crate::real::poll(&mut poll, 1, millis) } <= 0 {
+        return Vec::new();
+    }
+    let mut buffer = [0u8; 256];
+    // SAFETY: buffer is writable; the pipe's read end is blocking but readable now.
+    let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+    buffer[..usize::try_from(n).unwrap_or(0)].to_vec()
+}
+
+/// Why an attempt failed, in words for the log and the instance record.
+type Failure = String;
+
+struct Restarter {
+    config: &'static Config,
+    attempts: u64,
+    last: Option<Outcome>,
+    requested: bool,
+}
+
+impl Restarter {
+    fn options(&self) -> &'static Options {
+        &self.config.options
+    }
+
+    fn publish(&self) {
+        let phase = if READY_PENDING.load(Ordering::SeqCst) {
+            Phase::Starting
+        } else {
+            Phase::Serving
+        };
+        record::write(phase, self.last.as_ref());
+    }
+
+    fn absorb(&mut self, events: &[u8]) {
+        for &event in events {
+            match event {
+                b'R' => self.requested = true,
+                b'Y' => {
+                    ready::become_ready();
+                    self.publish();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        self.attempts += 1;
+        let started = Instant::now();
+        let generation = GENERATION.load(Ordering::Relaxed);
+        debug!(
+            "restart signal: starting generation {} ({} mode)",
+            generation + 1,
+            self.options().mode.name()
+        );
+        record::write(Phase::Restarting, self.last.as_ref());
+        for path in &self.options().unlink {
+            match std::fs::remove_file(path) {
+                Ok(()) => debug!("removed {}", path.display()),
+                Err(error) => debug!("did not remove {}: {error}", path.display()),
+            }
+        }
+        let failure = match self.options().mode {
+            Mode::Fork => self.fork_restart(started),
+            Mode::Exec => self.exec_restart(started),
+        };
+        warning!("restart failed, generation {generation} goes on serving: {failure}");
+        self.last = Some(Outcome {
+            attempt: self.attempts,
+            ok: false,
+            new_pid: None,
+            detail: failure,
+            millis: started.elapsed().as_millis() as u64,
+        });
+        record::write(Phase::Serving, self.last.as_ref());
+    }
+
+    fn succeeded(&mut self, started: Instant, new_pid: Option<i32>) {
+        self.last = Some(Outcome {
+            attempt: self.attempts,
+            ok: true,
+            new_pid,
+            detail: String::new(),
+            millis: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    /// Returns only on failure, with the old generation still serving.
+    fn fork_restart(&mut self, started: Instant) -> Failure {
+        let mut channel = [-1; 2];
+        // SAFETY: socketpair fills two descriptors. SEQPACKET keeps the child's report whole,
+        // and gives end-of-file once every copy of the child's end is closed.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                channel.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return format!(
+                "cannot create the readiness channel: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let [ours, theirs] = channel;
+        let next = GENERATION.load(Ordering::Relaxed) + 1;
+        let spawned = plan::Plan::new(
+            self.config,
+            next,
+            None,
+            sockets::handover(),
+            Some(theirs),
+            self.options().signal,
+        )
+        .and_then(|plan| {
+            let child = launch::spawn(&plan, theirs);
+            child.map(|child| (child, plan.path.to_string_lossy().into_owned()))
+        });
+        sys::close(theirs);
+        let (child, path) = match spawned {
+            Ok(spawned) => spawned,
+            Err(reason) => {
+                sys::close(ours);
+                return reason;
+            }
+        };
+        debug!(
+            "generation {next} started as pid {}; waiting until it serves its sockets",
+            child.pid
+        );
+        let verdict = self.await_ready(&child, ours, &path);
+        sys::close(ours);
+        match verdict {
+            Ok(()) => {
+                debug!(
+                    "generation {next} (pid {}) is ready after {} ms; this one retires",
+                    child.pid,
+                    started.elapsed().as_millis()
+                );
+                sys::close(child.pidfd);
+                self.succeeded(started, Some(child.pid));
+                self.retire_and_exit(child.pid)
+            }
+            Err(reason) => {
+                end_child(&child);
+                reason
+            }
+        }
+    }
+
+    /// Waits for the child's readiness report, its exit, or the ready timeout.
+    fn await_ready(
+        &mut self,
+        child: &launch::Child,
+        channel: RawFd,
+        path: &str,
+    ) -> Result<(), Failure> {
+        let deadline = Instant::now() + self.options().ready_timeout;
+        let mut channel_open = true;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(format!(
+                    "the new generation was not ready within {} s; it was stopped",
+                    self.options().ready_timeout.as_secs_f64()
+                ));
+            }
+            let mut polls = [
+                libc::pollfd {
+                    fd: if channel_open { channel } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: child.pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: PIPE_READ.load(Ordering::Acquire),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let wait = (deadline - now).as_millis().min(i32::MAX as u128) as c_int;
+            // SAFETY: three valid pollfds.
+            if unsafe { crate::real::poll(polls.as_mut_ptr(), 3, wait) } < 0 {
+                continue;
+            }
+            if polls[0].revents != 0 {
+                let mut message = [0u8; 64];
+                // SAFETY: message is writable.
+                let n = unsafe {
+                    libc::recv(
+                        channel,
+                        message.as_mut_ptr().cast(),
+                        message.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                match n {
+                    n if n > 0 && message[0] == ready::READY => return Ok(()),
+                    n if n > 0 && message[0] == launch::FAILED => {
+                        return Err(launch::describe_failure(&message[..n as usize], path));
+                    }
+                    0 => channel_open = false,
+                    _ => {}
+                }
+            }
+            if polls[1].revents != 0 {
+                return Err(format!(
+                    "the new generation {} before it was ready",
+                    exit_description(child.pid)
+                ));
+            }
+            if polls[2].revents != 0 {
+                let events = read_events(Some(Duration::ZERO));
+                if events.contains(&b'R') {
+                    self.requested = true;
+                }
+            }
+        }
+    }
+
+    /// Ghosts this generation's sockets, tells its workers, drains, and exits.
+    fn retire_and_exit(&mut self, successor: i32) -> ! {
+        let ghosts = retire::ghost_all();
+        let workers = retire::retire_children(Some(successor));
+        debug!("ghosted {ghosts} listening descriptor(s), told {workers} worker(s) to retire");
+        record::write(Phase::Draining, self.last.as_ref());
+        self.drain(Some(successor));
+        record::remove();
+        // SAFETY: flushing the program's stdio buffers before leaving; fflush(NULL) is safe here
+        // because no program thread is inside stdio on our behalf.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            libc::_exit(0)
+        }
+    }
+
+    /// Waits until the connections (and with `--wait`, the children) are done, or the drain
+    /// timeout passes. Restart signals meanwhile belong to `successor`.
+    fn drain(&mut self, successor: Option<i32>) {
+        let started = Instant::now();
+        let deadline = self.options().drain_timeout.map(|t| started + t);
+        let mut forwarded = false;
+        loop {
+            let children_done = !self.options().wait || !has_children();
+            if retire::drained() && children_done {
+                debug!("drained after {} ms", started.elapsed().as_millis());
+                return;
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                warning!(
+                    "drain timeout: {} connection(s) still open after {} s, ending them",
+                    process::CONNECTIONS.load(Ordering::SeqCst).max(0),
+                    started.elapsed().as_secs()
+                );
+                return;
+            }
+            // Children are not announced through the pipe: look again every 100 ms.
+            let mut wait = deadline.map(|d| d - now);
+            if self.options().wait {
+                wait = Some(wait.map_or(Duration::from_millis(100), |w| {
+                    w.min(Duration::from_millis(100))
+                }));
+            }
+            let events = read_events(wait);
+            if events.contains(&b'R') {
+                match successor {
+                    Some(pid) if !forwarded => {
+                        forwarded = true;
+                        debug!("restart signal while draining: passed on to pid {pid}");
+                        // SAFETY: plain kill of our successor.
+                        unsafe { libc::kill(pid, process::restart_signal()) };
+                    }
+                    None => self.requested = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Returns only on failure, with the old image serving again.
+    fn exec_restart(&mut self, started: Instant) -> Failure {
+        let next = GENERATION.load(Ordering::Relaxed) + 1;
+        let pid = PID.load(Ordering::Relaxed);
+        // Our own copies of the real sockets: the program's descriptors are about to be ghosts.
+        let originals = sockets::handover();
+        let mut copies = Vec::with_capacity(originals.len());
+        for socket in &originals {
+            match sys::duplicate_above(socket.fd, 3) {
+                Some(copy) => {
+                    fdtable::set(copy, Kind::Internal);
+                    copies.push(InheritedSocket {
+                        fd: copy,
+                        identity: socket.identity.clone(),
+                    });
+                }
+                None => {
+                    close_copies(&copies);
+                    return format!(
+                        "cannot keep socket {}: {}",
+                        socket.identity,
+                        std::io::Error::last_os_error()
+                    );
+                }
+            }
+        }
+        let plan = match plan::Plan::new(
+            self.config,
+            next,
+            Some(pid),
+            copies.clone(),
+            None,
+            self.options().signal,
+        ) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                close_copies(&copies);
+                return reason;
+            }
+        };
+        // No generation accepts until the new image does: let the kernel queue as many
+        // clients as it allows meanwhile (the new generation's own listen() sets it back).
+        for copy in &copies {
+            if sys::is_listening(copy.fd) {
+                // SAFETY: listen on a socket we hold.
+                unsafe { crate::real::listen(copy.fd, c_int::MAX) };
+            }
+        }
+        let registrations = epoll::registrations_of_bound_sockets();
+        let ghosts = retire::ghost_all();
+        let workers = retire::retire_children(None);
+        debug!(
+            "ghosted {ghosts} listening descriptor(s), told {workers} worker(s) to retire; draining"
+        );
+        record::write(Phase::Draining, self.last.as_ref());
+        self.drain(None);
+        self.succeeded(started, Some(pid));
+        debug!("executing generation {next}");
+        let failure = launch::execute_in_place(&plan);
+        restore_ghosts(&originals, &copies);
+        epoll::restore(&registrations);
+        close_copies(&copies);
+        failure
+    }
+}
+
+/// Puts the real sockets back behind the program's descriptors after a failed exec.
+fn restore_ghosts(originals: &[InheritedSocket], copies: &[InheritedSocket]) {
+    for (original, copy) in originals.iter().zip(copies) {
+        for fd in sockets::aliases(original.fd) {
+            if fdtable::get(fd) == Kind::Ghost {
+                let cloexec = sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC != 0);
+                let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
+                sys::set_nonblocking(copy.fd, nonblocking);
+                if sys::move_onto(copy.fd, fd, cloexec) {
+                    fdtable::set(fd, Kind::Bound);
+                }
+            }
+        }
+    }
+    RETIRING.store(false, Ordering::SeqCst);
+}
+
+fn close_copies(copies: &[InheritedSocket]) {
+    for copy in copies {
+        fdtable::clear(copy.fd);
+        sys::close(copy.fd);
+    }
+}
+
+/// Stops a child that did not become ready, with any process it started, and reaps it.
+fn end_child(child: &launch::Child) {
+    let mut doomed = vec![child.pid];
+    let mut index = 0;
+    while index < doomed.len() {
+        crate::procfs::for_each_child(doomed[index], |grandchild| doomed.push(grandchild));
+        index += 1;
+    }
+    for pid in doomed {
+        // SAFETY: plain kill of processes we started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let mut status = 0;
+    // SAFETY: reaping our clone child.
+    unsafe { libc::waitpid(child.pid, &mut status, libc::__WCLONE) };
+    sys::close(child.pidfd);
+}
+
+/// "exited with status 1" or "was killed by signal 11 (Segmentation fault)", peeked without
+/// reaping (end_child reaps).
+fn exit_description(pid: i32) -> String {
+    // SAFETY: siginfo_t is plain data; WNOWAIT leaves the child to be reaped later.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT | libc::__WCLONE,
+        )
+    };
+    if ret != 0 {
+        return "exited".into();
+    }
+    // SAFETY: waitid filled a CLD_* record.
+    let status = unsafe { info.si_status() };
+    if info.si_code == libc::CLD_EXITED {
+        format!("exited with status {status}")
+    } else {
+        // SAFETY: strsignal returns a static string for any number.
+        let name = unsafe { std::ffi::CStr::from_ptr(libc::strsignal(status)) };
+        format!("was killed by signal {status} ({})", name.to_string_lossy())
+    }
+}
+
+/// Whether this process still has children of its own (our clone child is not counted: it is
+/// invisible to `waitid` without `__WCLONE`).
+fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data; WNOWAIT|WNOHANG only peeks.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let ret = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    ret == 0
+}
+
+/// Exits through `--revive`: executes the program again with its sockets instead of leaving.
+/// Returns if reviving is not wanted or not possible.
+pub fn revive(status: c_int) {
+    let Some(config) = process::config() else {
+        return;
+    };
+    if !config.options.revive || !process::is_master() || RETIRING.load(Ordering::SeqCst) {
+        return;
+    }
+    let pid = PID.load(Ordering::Relaxed);
+    let next = GENERATION.load(Ordering::Relaxed) + 1;
+    let sockets = sockets::handover();
+    // A program that dies right after starting would otherwise spin.
+    if process::now_secs().saturating_sub(config.generation_since) < 1 {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    match plan::Plan::new(
+        config,
+        next,
+        Some(pid),
+        sockets,
+        None,
+        config.options.signal,
+    ) {
+        Ok(plan) => {
+            debug!("program exited with status {status}; --revive starts generation {next}");
+            let failure = launch::execute_in_place(&plan);
+            warning!("cannot revive the program: {failure}");
+        }
+        Err(reason) => warning!("cannot revive the program: {reason}"),
+    }
+}

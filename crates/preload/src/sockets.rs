@@ -1,0 +1,207 @@
+//! The bound sockets of this process and the inherited ones not yet claimed.
+//!
+//! Only `bind`, `listen`, closing or duplicating a bound socket, readiness and restarts come
+//! here, never the per-connection hot path, so a lock is fine. The descriptor table says which
+//! descriptors are bound sockets; this registry says which socket each one is.
+
+use std::os::fd::RawFd;
+
+use huptime_handoff::state::InheritedSocket;
+use huptime_handoff::{SockKind, SocketIdentity};
+
+use crate::fdtable::{self, Kind};
+use crate::lock::ForkSafeLock;
+use crate::sys;
+
+/// A socket the program bound (or claimed from the previous generation).
+pub struct BoundSocket {
+    /// What a bind must ask for to get it.
+    pub identity: SocketIdentity,
+    /// The program's descriptors referring to it (a `dup` adds one).
+    pub fds: Vec<RawFd>,
+    /// Claimed from the previous generation rather than bound afresh.
+    pub inherited: bool,
+    /// The program serves it (accepted on it, polled it, put it in an epoll set).
+    pub served: bool,
+}
+
+struct Registry {
+    bound: Vec<BoundSocket>,
+    unclaimed: Vec<InheritedSocket>,
+}
+
+static REGISTRY: ForkSafeLock<Registry> = ForkSafeLock::new(Registry {
+    bound: Vec::new(),
+    unclaimed: Vec::new(),
+});
+
+/// Held across `fork` so the child never inherits it locked.
+pub fn lock_for_fork() {
+    REGISTRY.acquire();
+}
+
+/// Counterpart of [`lock_for_fork`] in parent and child.
+pub fn unlock_after_fork() {
+    REGISTRY.release();
+}
+
+/// Takes the sockets handed over by the previous generation (already validated).
+pub fn inherit(sockets: Vec<InheritedSocket>) {
+    for socket in &sockets {
+        fdtable::set(socket.fd, Kind::Internal);
+    }
+    REGISTRY.lock().unclaimed = sockets;
+}
+
+/// Removes and returns the first unclaimed inherited socket with this identity: the k-th bind of
+/// an identity gets the k-th socket of that identity.
+pub fn claim(identity: &SocketIdentity) -> Option<RawFd> {
+    let mut registry = REGISTRY.lock();
+    let index = registry
+        .unclaimed
+        .iter()
+        .position(|s| &s.identity == identity)?;
+    Some(registry.unclaimed.remove(index).fd)
+}
+
+/// An unclaimed inherited socket moved from `from` to `to`; returns whether there was one.
+pub fn renumber_unclaimed(from: RawFd, to: RawFd) -> bool {
+    let mut registry = REGISTRY.lock();
+    let found = registry.unclaimed.iter_mut().find(|s| s.fd == from);
+    found.map(|socket| socket.fd = to).is_some()
+}
+
+/// Every descriptor of the program that refers to the same socket as `fd`.
+pub fn aliases(fd: RawFd) -> Vec<RawFd> {
+    let registry = REGISTRY.lock();
+    registry
+        .bound
+        .iter()
+        .find(|s| s.fds.contains(&fd))
+        .map_or_else(Vec::new, |s| s.fds.clone())
+}
+
+/// Records a newly bound (or claimed) socket behind `fd`.
+pub fn add(fd: RawFd, identity: SocketIdentity, inherited: bool) {
+    fdtable::set(fd, Kind::Bound);
+    REGISTRY.lock().bound.push(BoundSocket {
+        identity,
+        fds: vec![fd],
+        inherited,
+        served: false,
+    });
+}
+
+/// `copy` now refers to the same socket as `original`.
+pub fn add_alias(original: RawFd, copy: RawFd) {
+    let mut registry = REGISTRY.lock();
+    if let Some(socket) = registry
+        .bound
+        .iter_mut()
+        .find(|s| s.fds.contains(&original))
+    {
+        socket.fds.push(copy);
+        fdtable::set(copy, Kind::Bound);
+    }
+}
+
+/// The program closed (or replaced) `fd`; a socket with no descriptor left is forgotten.
+pub fn remove_fd(fd: RawFd) {
+    let mut registry = REGISTRY.lock();
+    registry.bound.retain_mut(|socket| {
+        socket.fds.retain(|&f| f != fd);
+        !socket.fds.is_empty()
+    });
+}
+
+/// Outcome of marking a socket as served.
+pub enum Served {
+    /// Nothing changed (already served, or not a bound socket).
+    Unchanged,
+    /// Marked; other claimed sockets are still waiting to be served.
+    Partly,
+    /// Every claimed stream socket is served now: the generation is ready.
+    All,
+}
+
+/// The program serves `fd`. Readiness: every claimed stream socket served (datagram sockets
+/// count as soon as they are claimed), and at least one socket served.
+pub fn mark_served(fd: RawFd) -> Served {
+    let mut registry = REGISTRY.lock();
+    let Some(socket) = registry.bound.iter_mut().find(|s| s.fds.contains(&fd)) else {
+        return Served::Unchanged;
+    };
+    if socket.served {
+        return Served::Unchanged;
+    }
+    socket.served = true;
+    let all = registry
+        .bound
+        .iter()
+        .all(|s| s.served || !s.inherited || !s.identity.kind.is_connection_oriented());
+    if all { Served::All } else { Served::Partly }
+}
+
+/// Closes the inherited sockets nobody claimed (a port dropped from the configuration stops
+/// accepting rather than queueing clients nobody serves). Returns what was closed.
+pub fn close_unclaimed() -> Vec<SocketIdentity> {
+    let unclaimed = std::mem::take(&mut REGISTRY.lock().unclaimed);
+    unclaimed
+        .into_iter()
+        .map(|socket| {
+            fdtable::clear(socket.fd);
+            sys::close(socket.fd);
+            socket.identity
+        })
+        .collect()
+}
+
+/// Whether `path` is the address of an inherited Unix socket not yet claimed. The usual
+/// "unlink, then bind" idiom would otherwise cut that socket off from its clients.
+pub fn is_unclaimed_path(path: &[u8]) -> bool {
+    let registry = REGISTRY.lock();
+    registry
+        .unclaimed
+        .iter()
+        .any(|s| matches!(&s.identity.address, huptime_handoff::Address::UnixPath(p) if p == path))
+}
+
+/// Whether any inherited socket is waiting to be claimed.
+pub fn has_unclaimed() -> bool {
+    !REGISTRY.lock().unclaimed.is_empty()
+}
+
+/// The sockets to hand to the next generation: one descriptor per socket, for stream sockets
+/// that listen and datagram sockets that are not connected (a socket bound only to pick the
+/// local port of an outgoing connection is not a server socket). Unclaimed inherited sockets
+/// go along too, so a restart before readiness loses nothing.
+pub fn handover() -> Vec<InheritedSocket> {
+    let registry = REGISTRY.lock();
+    let bound = registry.bound.iter().filter_map(|socket| {
+        let fd = *socket.fds.first()?;
+        let serves = match socket.identity.kind {
+            SockKind::Datagram => !sys::is_connected(fd),
+            _ => sys::is_listening(fd),
+        };
+        serves.then(|| InheritedSocket {
+            fd,
+            identity: socket.identity.clone(),
+        })
+    });
+    bound.chain(registry.unclaimed.iter().cloned()).collect()
+}
+
+/// Human-readable addresses of the bound sockets, for the instance record.
+pub fn describe() -> Vec<String> {
+    REGISTRY
+        .lock()
+        .bound
+        .iter()
+        .map(|s| s.identity.to_string())
+        .collect()
+}
+
+/// Whether this process has bound any socket.
+pub fn any_bound() -> bool {
+    !REGISTRY.lock().bound.is_empty()
+}

@@ -1,0 +1,78 @@
+//! `poll`, `select` and epoll: how a quiet new generation shows it serves its sockets without
+//! any client (readiness), and what lets a ghost tell a stale readiness report from a real wait.
+
+use std::cell::Cell;
+use std::ffi::c_int;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+
+use crate::fdtable::{self, Kind};
+use crate::process::RETIRE_EPOCH;
+use crate::ready;
+
+thread_local! {
+    /// The retire epoch when this thread last began waiting in `poll`/`select` (0: never).
+    static WAIT_BEGAN_AT: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Called as a `poll`/`select` begins.
+fn note_wait() {
+    WAIT_BEGAN_AT.with(|began| began.set(RETIRE_EPOCH.load(Ordering::Relaxed)));
+}
+
+/// Whether this thread's last wait began before the sockets became ghosts, so its result may
+/// have named a socket that is a ghost now. True once per such wait.
+pub fn began_before_retirement() -> bool {
+    let current = RETIRE_EPOCH.load(Ordering::SeqCst);
+    WAIT_BEGAN_AT.with(|began| {
+        let stale = began.get() != 0 && began.get() < current;
+        if stale {
+            began.set(current);
+        }
+        stale
+    })
+}
+
+/// Before `poll`/`ppoll`: readiness for every bound socket polled for input.
+pub fn before_poll(fds: *const libc::pollfd, count: libc::nfds_t) {
+    note_wait();
+    if !ready::pending() || fds.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes `count` pollfds.
+    let fds = unsafe { std::slice::from_raw_parts(fds, count as usize) };
+    for entry in fds {
+        if entry.events & libc::POLLIN != 0 {
+            ready::served(entry.fd);
+        }
+    }
+}
+
+/// Before `select`/`pselect`: readiness for every bound socket in the read set.
+pub fn before_select(nfds: c_int, read: *const libc::fd_set) {
+    note_wait();
+    if !ready::pending() || read.is_null() {
+        return;
+    }
+    for fd in 0..nfds.clamp(0, libc::FD_SETSIZE as c_int) {
+        // SAFETY: read points at a valid fd_set and fd is below FD_SETSIZE.
+        if unsafe { libc::FD_ISSET(fd, read) } && fdtable::get(fd) == Kind::Bound {
+            ready::served(fd);
+        }
+    }
+}
+
+/// Before `epoll_ctl`: adding a bound socket to an epoll set is serving it.
+pub fn before_epoll_ctl(op: c_int, fd: RawFd) {
+    if ready::pending() && (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD) {
+        ready::served(fd);
+    }
+}
+
+/// After `epoll_create*`: remember the epoll instance, to take our sockets out of it when
+/// retiring.
+pub fn created_epoll(fd: RawFd) {
+    if fd >= 0 {
+        fdtable::set(fd, Kind::Epoll);
+    }
+}

@@ -75,26 +75,37 @@ fn accept_bound(
 /// socket readable: that `accept` gets `ECONNABORTED` (the client is gone, as far as this
 /// process knows), which servers treat as "try again", instead of blocking the event loop.
 fn accept_ghost(fd: RawFd) -> c_int {
-    loop {
-        let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
-        if !nonblocking && waits::began_before_retirement() {
-            errno::set(libc::ECONNABORTED);
-            return -1;
-        }
-        // Only our own wake-up connections ever arrive on a ghost: drop them and go on.
+    let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
+    if nonblocking {
+        // Only our own wake-up connections ever arrive on a ghost: take one so a leftover does
+        // not keep the ghost readable.
         let poke = call(
             fd,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             Some(libc::SOCK_CLOEXEC),
         );
-        if poke < 0 {
+        if poke >= 0 {
+            sys::close(poke);
+        }
+        errno::set(libc::EAGAIN);
+        return -1;
+    }
+    if waits::began_before_retirement() {
+        errno::set(libc::ECONNABORTED);
+        return -1;
+    }
+    let wait_on = retire::sink().unwrap_or(fd);
+    loop {
+        let stray = call(
+            wait_on,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            Some(libc::SOCK_CLOEXEC),
+        );
+        if stray < 0 {
             return -1;
         }
-        sys::close(poke);
-        if nonblocking {
-            errno::set(libc::EAGAIN);
-            return -1;
-        }
+        sys::close(stray);
     }
 }

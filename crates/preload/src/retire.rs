@@ -12,7 +12,7 @@
 use std::ffi::c_int;
 use std::mem::{size_of, zeroed};
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::fdtable::{self, Kind};
 use crate::process::{self, ACCEPTING, CONNECTIONS, PID, RETIRE_EPOCH, RETIRING};
@@ -169,12 +169,10 @@ pub fn ghost_all() -> usize {
 }
 
 /// Threads blocked in a real `accept` hold the real socket and could still be handed a client.
-/// A signal makes the kernel restart their `accept` on the descriptor number, now a ghost; one
-/// connection per ghost and waiting thread then brings them back to our hook, which stops
-/// counting them.
+/// A signal makes the kernel restart their `accept` on the descriptor number, now a ghost, and
+/// [`poke_ghosts`] then brings them back to our hook, which stops counting them.
 fn wake_accepting_threads() {
-    let waiting = ACCEPTING.load(Ordering::SeqCst);
-    if waiting <= 0 {
+    if ACCEPTING.load(Ordering::SeqCst) <= 0 {
         return;
     }
     // SAFETY: gettid has no preconditions.
@@ -185,6 +183,17 @@ fn wake_accepting_threads() {
             procfs::queue_thread_signal(tid, sig, WAKE);
         }
     });
+    poke_ghosts();
+}
+
+/// One connection per ghost and thread still counted as accepting. Threads that wait on a ghost
+/// for good do so on a private socket (see [`sink`]), so only the counted ones take these; the
+/// master repeats this while draining in case an event loop took one first.
+pub fn poke_ghosts() {
+    let waiting = ACCEPTING.load(Ordering::SeqCst);
+    if waiting <= 0 {
+        return;
+    }
     fdtable::for_each(Kind::Ghost, |fd| {
         if sys::socket_type(fd) == Some(libc::SOCK_STREAM) {
             for _ in 0..waiting {
@@ -192,6 +201,28 @@ fn wake_accepting_threads() {
             }
         }
     });
+}
+
+static SINK: AtomicI32 = AtomicI32::new(-1);
+
+/// A listening socket nobody connects to, where a blocking `accept` on a ghost waits for ever
+/// (a real `accept`, so signals interrupt and restart it exactly as before) without taking the
+/// wake-up connections meant for threads still counted as accepting.
+pub fn sink() -> Option<RawFd> {
+    let current = SINK.load(Ordering::Acquire);
+    if current >= 0 {
+        return Some(current);
+    }
+    let fresh = make_ghost(RawFd::MAX, true)?;
+    fdtable::set(fresh, Kind::Internal);
+    match SINK.compare_exchange(-1, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(fresh),
+        Err(installed) => {
+            fdtable::clear(fresh);
+            sys::close(fresh);
+            Some(installed)
+        }
+    }
 }
 
 /// Tells every child of this process (except `spare`, the new generation) to retire.

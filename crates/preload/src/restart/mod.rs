@@ -413,12 +413,14 @@ impl Restarter {
                 );
                 return;
             }
-            // Children are not announced through the pipe: look again every 100 ms.
+            // Children are not announced through the pipe, and a thread still in a real accept
+            // may need another wake-up connection: look again every 100 ms.
             let mut wait = deadline.map(|d| d - now);
-            if self.options().wait {
-                wait = Some(wait.map_or(Duration::from_millis(100), |w| {
-                    w.min(Duration::from_millis(100))
-                }));
+            let accepting = process::ACCEPTING.load(Ordering::SeqCst) > 0;
+            if self.options().wait || accepting {
+                retire::poke_ghosts();
+                let tick = Duration::from_millis(100);
+                wait = Some(wait.map_or(tick, |w| w.min(tick)));
             }
             let events = read_events(wait);
             if events.contains(&b'R') {

@@ -272,11 +272,11 @@ mod tests {
             resolve_command("bin/sh".as_ref(), Path::new("/"), None).unwrap(),
             PathBuf::from("/bin/sh")
         );
-        assert!(
-            resolve_command("./etc/hostname".as_ref(), cwd, None)
-                .unwrap_err()
-                .contains("not executable")
-        );
+        let plain = std::env::temp_dir().join(format!("huptime-plan-test-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        let error = resolve_command(plain.as_os_str(), cwd, None).unwrap_err();
+        std::fs::remove_file(&plain).unwrap();
+        assert!(error.contains("not executable"), "{error}");
     }
 
     #[test]

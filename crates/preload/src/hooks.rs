@@ -11,7 +11,9 @@ use libc::{
     epoll_event, fd_set, nfds_t, pid_t, pollfd, sigset_t, sockaddr, socklen_t, timespec, timeval,
 };
 
-use crate::{accepting, binding, descriptors, errno, lifecycle, process, real, reentry, waits};
+use crate::{
+    accepting, binding, descriptors, errno, lifecycle, process, real, reentry, signals, waits,
+};
 
 /// Runs `logic` inside the library, or `direct` when the library is not involved.
 #[inline(always)]
@@ -137,6 +139,33 @@ pub unsafe extern "C" fn fork() -> pid_t {
         }
     }
     pid
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    door(
+        || unsafe { real::sigaction(sig, act, old) },
+        || signals::sigaction(sig, act, old),
+    )
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    let direct = || unsafe { real::signal(sig, handler) };
+    if !process::active() {
+        return direct();
+    }
+    let Some(_inside) = reentry::enter() else {
+        return direct();
+    };
+    catch_unwind(|| signals::signal(sig, handler)).unwrap_or_else(|_| {
+        errno::set(libc::EINVAL);
+        libc::SIG_ERR
+    })
 }
 
 #[unsafe(no_mangle)]

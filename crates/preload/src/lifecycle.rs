@@ -170,7 +170,10 @@ pub fn activate(envp: *const *const c_char) {
     if let Some(fd) = state.ready_fd.filter(|&fd| sys::socket_type(fd).is_some()) {
         ready::set_channel(fd);
     }
-    if let Err(error) = signals::install(signal) {
+    if let Err(error) = signals::install(
+        signal,
+        signal <= 64 && state.ignored & (1u64 << (signal - 1)) != 0,
+    ) {
         warning!("cannot install the restart signal handler: {error}");
     }
     // SAFETY: registering plain extern "C" functions.

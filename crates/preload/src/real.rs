@@ -82,6 +82,11 @@ impl MissingResult for c_long {
         -1
     }
 }
+impl MissingResult for usize {
+    fn missing() -> Self {
+        libc::SIG_ERR
+    }
+}
 impl MissingResult for () {
     fn missing() -> Self {}
 }
@@ -101,6 +106,8 @@ real_functions! {
     fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int;
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
     fn fork() -> pid_t;
+    fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int;
+    fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t;
     fn setsid() -> pid_t;
     fn exit(status: c_int) -> ();
     fn unlink(path: *const libc::c_char) -> c_int;

@@ -106,6 +106,19 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     )
 }
 
+/// `fcntl64`: what programs built with 64-bit `off_t` call (python, node); the same as `fcntl`
+/// on 64-bit platforms.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
+    if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
+        return unsafe { real::fcntl64(fd, cmd, arg) };
+    }
+    door(
+        || unsafe { real::fcntl64(fd, cmd, arg) },
+        || descriptors::duplicate(fd, cmd, arg),
+    )
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     door(
@@ -269,6 +282,23 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
         || {
             waits::before_poll(fds, nfds);
             unsafe { real::poll(fds, nfds, timeout) }
+        },
+    )
+}
+
+/// `poll` as compiled with `_FORTIFY_SOURCE`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn __poll_chk(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: c_int,
+    length: libc::size_t,
+) -> c_int {
+    door(
+        || unsafe { real::__poll_chk(fds, nfds, timeout, length) },
+        || {
+            waits::before_poll(fds, nfds);
+            unsafe { real::__poll_chk(fds, nfds, timeout, length) }
         },
     )
 }

@@ -30,7 +30,7 @@ fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
 
 macro_rules! real_functions {
     ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
-        #[allow(non_upper_case_globals)]
+        #[allow(non_upper_case_globals, non_snake_case)]
         mod slots {
             use super::*;
             $( pub static $name: AtomicUsize = AtomicUsize::new(0); )*
@@ -104,6 +104,7 @@ real_functions! {
     fn dup2(old: c_int, new: c_int) -> c_int;
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
     fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int;
+    fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int;
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
     fn fork() -> pid_t;
     fn sigaction(sig: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int;
@@ -117,6 +118,7 @@ real_functions! {
     fn epoll_create1(flags: c_int) -> c_int;
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int;
     fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int;
+    fn __poll_chk(fds: *mut pollfd, nfds: nfds_t, timeout: c_int, length: libc::size_t) -> c_int;
     fn ppoll(fds: *mut pollfd, nfds: nfds_t, timeout: *const timespec, mask: *const sigset_t) -> c_int;
     fn select(nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *mut timeval) -> c_int;
     fn pselect(nfds: c_int, r: *mut fd_set, w: *mut fd_set, e: *mut fd_set, timeout: *const timespec, mask: *const sigset_t) -> c_int;

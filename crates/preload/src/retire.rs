@@ -128,7 +128,7 @@ fn poke(fd: RawFd) {
 /// Whether a bound socket takes clients: a listening stream socket or an unconnected
 /// datagram socket (not a socket bound to choose the local port of an outgoing connection).
 /// Returns whether it is a stream-like socket, or `None` when it takes no clients.
-fn serves_clients(fd: RawFd) -> Option<bool> {
+pub fn serves_clients(fd: RawFd) -> Option<bool> {
     match sys::socket_type(fd)? {
         libc::SOCK_DGRAM if !sys::is_connected(fd) => Some(false),
         libc::SOCK_DGRAM => None,

@@ -7,11 +7,11 @@
 use std::os::fd::RawFd;
 
 use huptime_handoff::state::InheritedSocket;
-use huptime_handoff::{SockKind, SocketIdentity};
+use huptime_handoff::SocketIdentity;
 
 use crate::fdtable::{self, Kind};
 use crate::lock::ForkSafeLock;
-use crate::sys;
+use crate::{process, sys};
 
 /// A socket the program bound (or claimed from the previous generation).
 pub struct BoundSocket {
@@ -106,12 +106,32 @@ pub fn add_alias(original: RawFd, copy: RawFd) {
 }
 
 /// The program closed (or replaced) `fd`; a socket with no descriptor left is forgotten.
+///
+/// With `--revive` the socket is kept instead (our own copy, as if inherited and not yet
+/// claimed): a program that closes its sockets on the way out (Python does, at finalisation)
+/// must still find them when it is started again, and clients meanwhile wait in the queue.
 pub fn remove_fd(fd: RawFd) {
+    let keep = process::config().is_some_and(|c| c.options.revive) && process::is_master();
     let mut registry = REGISTRY.lock();
-    registry.bound.retain_mut(|socket| {
-        socket.fds.retain(|&f| f != fd);
-        !socket.fds.is_empty()
-    });
+    let Some(index) = registry.bound.iter().position(|s| s.fds.contains(&fd)) else {
+        return;
+    };
+    let socket = &mut registry.bound[index];
+    socket.fds.retain(|&f| f != fd);
+    if !socket.fds.is_empty() {
+        return;
+    }
+    let socket = registry.bound.remove(index);
+    if keep
+        && crate::retire::serves_clients(fd).is_some()
+        && let Some(copy) = sys::duplicate_above(fd, 3)
+    {
+        fdtable::set(copy, Kind::Internal);
+        registry.unclaimed.push(InheritedSocket {
+            fd: copy,
+            identity: socket.identity,
+        });
+    }
 }
 
 /// Outcome of marking a socket as served.
@@ -179,11 +199,7 @@ pub fn handover() -> Vec<InheritedSocket> {
     let registry = REGISTRY.lock();
     let bound = registry.bound.iter().filter_map(|socket| {
         let fd = *socket.fds.first()?;
-        let serves = match socket.identity.kind {
-            SockKind::Datagram => !sys::is_connected(fd),
-            _ => sys::is_listening(fd),
-        };
-        serves.then(|| InheritedSocket {
+        crate::retire::serves_clients(fd).map(|_| InheritedSocket {
             fd,
             identity: socket.identity.clone(),
         })

@@ -1,1 +1,36 @@
-//! Test harness.
+//! Test harness for running real server programs under huptime while clients keep hammering
+//! them.
+//!
+//! Run the tests with `cargo build --workspace && cargo test -p huptime-tests`: the restart tests
+//! use the `huptime` and `libhuptime.so` of that build; `--test servers_bare` needs neither.
+//!
+//! Every wait here is bounded and every process a test starts is tagged, so that it is killed
+//! when the test ends, passes or panics, however far it forked or daemonized away.
+//!
+//! - [`binaries`]: the `huptime` launcher under test, and versioned copies of the Rust test server.
+//! - [`ports`]: free TCP ports, and counting the listeners on one.
+//! - [`sandbox`]: one test's temporary directory and process tag, and starting servers in it.
+//! - [`process`]: tagged processes, liveness, signals, pid files, a started server.
+//! - [`client`]: the test protocol's client side (`GET`, `HOLD`), with failure categories.
+//! - [`load`]: client threads that send requests in a loop and count what happens.
+//! - [`servers`]: the test servers and their command lines, bare or under huptime.
+//! - [`restart`]: the restart-under-load scenario shared by the restart tests.
+
+pub mod binaries;
+pub mod client;
+pub mod load;
+pub mod ports;
+pub mod process;
+pub mod restart;
+pub mod sandbox;
+pub mod servers;
+
+pub use binaries::{huptime_binary, write_versioned_testserver};
+pub use client::{ClientError, Endpoint, FailureKind, Reply, get, hold, wait_for_version};
+pub use libc::{SIGHUP, SIGKILL, SIGTERM};
+pub use load::{Load, LoadReport};
+pub use ports::{free_port, listening_sockets};
+pub use process::{ProcessTag, ServerProcess, pids_alive, read_pid_file, send_signal, wait_gone};
+pub use restart::{Mode, RestartPlan, restart_under_load};
+pub use sandbox::Sandbox;
+pub use servers::{ServerCommand, Style};

@@ -37,7 +37,7 @@ pub enum Kind {
     Ghost = 3,
     /// An epoll instance: retiring removes our sockets from it first.
     Epoll = 4,
-    /// The library's own descriptor (saved stdio, restart pipe, inherited socket not yet
+    /// The library's own descriptor (saved stdio, restart channel, inherited socket not yet
     /// claimed): kept open when the program closes it by number.
     Internal = 5,
 }

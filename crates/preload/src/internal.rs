@@ -3,7 +3,7 @@
 //! Daemons close every descriptor from 3 up at start-up, and any program may `dup2` onto a
 //! number it believes free. Our descriptor is then moved to another number first, and the
 //! program's call goes ahead on the number it asked for: it sees exactly the semantics it
-//! expects, and we keep the saved stdio, the restart pipe, the readiness channel and the
+//! expects, and we keep the saved stdio, the restart channel, the readiness channel and the
 //! inherited sockets not yet claimed.
 
 use std::os::fd::RawFd;
@@ -27,7 +27,7 @@ pub fn relocate(fd: RawFd) -> bool {
     fdtable::set(moved, Kind::Internal);
     let owners = process::STDIO
         .iter()
-        .chain(restart::pipe_slots())
+        .chain(restart::channel_slots())
         .chain([ready::channel_slot()]);
     let mut owned = replace_in(owners, fd, moved);
     owned |= sockets::renumber_unclaimed(fd, moved);

@@ -1,7 +1,8 @@
 //! Readiness: a generation is ready once it serves the sockets it claimed (it accepted on them,
 //! polled them or put them in an epoll set), which a quiet service does without any traffic.
 //! The old generation learns it over the channel it handed down; the master of this generation
-//! learns it from whichever of its processes got there first.
+//! learns it from whichever of its processes got there first, through its restart channel (a
+//! signal would not do: nginx workers run as another user than their master).
 //!
 //! Once ready, the hooks' check costs one relaxed atomic load.
 
@@ -10,16 +11,13 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::fdtable::{self, Kind};
 use crate::log::debug;
-use crate::process::{self, PARENT, READY_PENDING};
+use crate::process::{self, READY_PENDING};
 use crate::restart::{self, Wake};
 use crate::sockets::{self, Served};
-use crate::{procfs, sys};
+use crate::sys;
 
 /// The byte that says "ready" on the readiness channel.
 pub const READY: u8 = b'R';
-
-/// Payload of the restart signal a worker sends up to its master when it became ready.
-pub const READY_SIGNAL_PAYLOAD: usize = 0x6875_7079;
 
 /// Our end of the channel to the previous generation, until we report on it.
 static CHANNEL: AtomicI32 = AtomicI32::new(-1);
@@ -80,10 +78,6 @@ pub fn become_ready() {
     if process::is_master() {
         restart::wake(Wake::Ready);
     } else {
-        procfs::queue_signal(
-            PARENT.load(Ordering::Relaxed),
-            process::restart_signal(),
-            READY_SIGNAL_PAYLOAD,
-        );
+        restart::tell_master(Wake::Ready);
     }
 }

@@ -1,8 +1,8 @@
-//! Our signal handlers. They only read atomics, write a byte to a pipe, or (in a worker that has
+//! Our signal handlers. They only read atomics, write a byte to a socket, or (in a worker that has
 //! no thread of ours) run the async-signal-safe retire path.
 //!
 //! The restart signal: the master wakes its restart thread; a worker ignores it (only the
-//! master restarts), but passes a child's "ready" news up. [`RETIRE_SIGNAL`] from the parent
+//! master restarts). [`RETIRE_SIGNAL`] from the parent
 //! retires a worker. Queued payloads (`sigqueue`) tell our own messages from a user's signal.
 //!
 //! The program keeps its own view of these two signals: what it installs with `sigaction` or
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use crate::process::{self, PARENT, PID};
 use crate::restart::{self, Wake};
 use crate::retire::{self, RETIRE, RETIRE_SIGNAL, WAKE};
-use crate::{errno, procfs, ready, real};
+use crate::{errno, real};
 
 /// A disposition as the program believes it is. Atomics: the handler reads it.
 struct ProgramView {
@@ -169,7 +169,7 @@ fn chain(view: &ProgramView, sig: c_int, info: *mut libc::siginfo_t, context: *m
 }
 
 extern "C" fn on_restart_signal(
-    sig: c_int,
+    _sig: c_int,
     info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
@@ -178,17 +178,6 @@ extern "C" fn on_restart_signal(
     let info = unsafe { &*info };
     match payload(info) {
         Some((WAKE, from)) if from == PID.load(Ordering::Relaxed) => {}
-        Some((ready::READY_SIGNAL_PAYLOAD, _)) => {
-            if process::is_master() {
-                restart::wake(Wake::Ready);
-            } else {
-                procfs::queue_signal(
-                    PARENT.load(Ordering::Relaxed),
-                    sig,
-                    ready::READY_SIGNAL_PAYLOAD,
-                );
-            }
-        }
         _ if process::is_master() => restart::wake(Wake::Restart),
         _ => {}
     }

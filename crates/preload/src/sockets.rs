@@ -6,8 +6,8 @@
 
 use std::os::fd::RawFd;
 
-use huptime_handoff::state::InheritedSocket;
 use huptime_handoff::SocketIdentity;
+use huptime_handoff::state::InheritedSocket;
 
 use crate::fdtable::{self, Kind};
 use crate::lock::ForkSafeLock;

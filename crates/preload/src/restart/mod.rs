@@ -1,4 +1,4 @@
-//! The restart thread of a master: the signal handler only writes a byte to a pipe, and this
+//! The restart thread of a master: the signal handler only writes a byte to a socket, and this
 //! thread does the work. Restarts never overlap: signals that arrive while one is under way
 //! are coalesced into one more, acted on when it has finished.
 //!
@@ -35,23 +35,23 @@ pub enum Wake {
     Drained = b'D',
 }
 
-static PIPE_READ: AtomicI32 = AtomicI32::new(-1);
-static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+static CHANNEL_READ: AtomicI32 = AtomicI32::new(-1);
+static CHANNEL_WRITE: AtomicI32 = AtomicI32::new(-1);
 static STARTED: AtomicBool = AtomicBool::new(false);
+/// In a worker: the write end of its master's restart channel.
+static UPSTREAM: AtomicI32 = AtomicI32::new(-1);
 
-/// The restart pipe's descriptors, for [`crate::internal::relocate`].
-pub fn pipe_slots() -> [&'static AtomicI32; 2] {
-    [&PIPE_READ, &PIPE_WRITE]
+/// The restart channel's descriptors, for [`crate::internal::relocate`].
+pub fn channel_slots() -> [&'static AtomicI32; 3] {
+    [&CHANNEL_READ, &CHANNEL_WRITE, &UPSTREAM]
 }
 
 /// Wakes the restart thread. Async-signal-safe. Before the thread exists a restart request is
-/// remembered; a full pipe drops the byte, which is fine since requests coalesce anyway.
+/// remembered; a full channel drops the byte, which is fine since requests coalesce anyway.
 pub fn wake(reason: Wake) {
-    let fd = PIPE_WRITE.load(Ordering::Acquire);
+    let fd = CHANNEL_WRITE.load(Ordering::Acquire);
     if fd >= 0 {
-        let byte = reason as u8;
-        // SAFETY: write of one byte to our own non-blocking pipe.
-        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+        send_byte(fd, reason);
     } else if matches!(reason, Wake::Restart) {
         process::RESTART_PENDING.store(true, Ordering::SeqCst);
     }
@@ -63,21 +63,31 @@ pub fn start_thread() {
     if !process::is_master() || STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
+    // A worker that became the master (a daemon) no longer reports to its former master.
+    close_slot(&UPSTREAM);
     let mut fds = [-1; 2];
-    // SAFETY: pipe2 fills two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    // SAFETY: socketpair fills two descriptors. A socket rather than a pipe: workers write to
+    // it too, and a send with MSG_NOSIGNAL cannot kill one with SIGPIPE once the master is gone.
+    let created = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if created != 0 {
         warning!(
-            "cannot create the restart pipe: {}",
+            "cannot create the restart channel: {}",
             std::io::Error::last_os_error()
         );
         STARTED.store(false, Ordering::SeqCst);
         return;
     }
-    sys::set_nonblocking(fds[1], true);
     fdtable::set(fds[0], Kind::Internal);
     fdtable::set(fds[1], Kind::Internal);
-    PIPE_READ.store(fds[0], Ordering::Release);
-    PIPE_WRITE.store(fds[1], Ordering::Release);
+    CHANNEL_READ.store(fds[0], Ordering::Release);
+    CHANNEL_WRITE.store(fds[1], Ordering::Release);
 
     // SAFETY: masks are plain sets; the old mask is restored right after spawning.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -97,16 +107,50 @@ pub fn start_thread() {
     }
 }
 
-/// In a forked child: the thread is gone and the pipe belongs to the parent.
+/// In a forked child: the thread is gone and the channel belongs to the parent. Its write end
+/// stays with the worker, which tells the master through it that the generation is ready.
+/// Async-signal-safe.
 pub fn forget_after_fork() {
-    for slot in [&PIPE_READ, &PIPE_WRITE] {
-        let fd = slot.swap(-1, Ordering::AcqRel);
-        if fd >= 0 {
-            fdtable::clear(fd);
-            sys::close(fd);
+    close_slot(&CHANNEL_READ);
+    let write = CHANNEL_WRITE.swap(-1, Ordering::AcqRel);
+    if write >= 0 {
+        let previous = UPSTREAM.swap(write, Ordering::AcqRel);
+        if previous >= 0 && previous != write {
+            fdtable::clear(previous);
+            sys::close(previous);
         }
     }
     STARTED.store(false, Ordering::SeqCst);
+}
+
+fn close_slot(slot: &AtomicI32) {
+    let fd = slot.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        fdtable::clear(fd);
+        sys::close(fd);
+    }
+}
+
+/// From a worker: wakes its master's restart thread.
+pub fn tell_master(reason: Wake) {
+    let fd = UPSTREAM.load(Ordering::Acquire);
+    if fd >= 0 {
+        send_byte(fd, reason);
+    }
+}
+
+/// Async-signal-safe; never blocks, never raises SIGPIPE.
+fn send_byte(fd: RawFd, reason: Wake) {
+    let byte = reason as u8;
+    // SAFETY: send of one byte from a valid buffer.
+    unsafe {
+        libc::send(
+            fd,
+            (&raw const byte).cast(),
+            1,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
 }
 
 fn run() {
@@ -142,7 +186,7 @@ fn run() {
 
 /// Reads what woke us, waiting at most `timeout` (for ever with `None`).
 fn read_events(timeout: Option<Duration>) -> Vec<u8> {
-    let fd = PIPE_READ.load(Ordering::Acquire);
+    let fd = CHANNEL_READ.load(Ordering::Acquire);
     let mut poll = libc::pollfd {
         fd,
         events: libc::POLLIN,
@@ -154,7 +198,7 @@ fn read_events(timeout: Option<Duration>) -> Vec<u8> {
         return Vec::new();
     }
     let mut buffer = [0u8; 256];
-    // SAFETY: buffer is writable; the pipe's read end is blocking but readable now.
+    // SAFETY: buffer is writable; the channel's read end is blocking but readable now.
     let n = unsafe { libc::read(fd, buffer.as_mut_ptr().cast(), buffer.len()) };
     buffer[..usize::try_from(n).unwrap_or(0)].to_vec()
 }
@@ -331,7 +375,7 @@ impl Restarter {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: PIPE_READ.load(Ordering::Acquire),
+                    fd: CHANNEL_READ.load(Ordering::Acquire),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -413,7 +457,7 @@ impl Restarter {
                 );
                 return;
             }
-            // Children are not announced through the pipe, and a thread still in a real accept
+            // Children are not announced through the channel, and a thread still in a real accept
             // may need another wake-up connection: look again every 100 ms.
             let mut wait = deadline.map(|d| d - now);
             let accepting = process::ACCEPTING.load(Ordering::SeqCst) > 0;

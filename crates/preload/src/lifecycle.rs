@@ -233,6 +233,7 @@ pub fn became_session_leader() {
         return;
     }
     MASTER.store(true, Ordering::SeqCst);
+    process::MASTER_PID.store(PID.load(Ordering::Relaxed), Ordering::Relaxed);
     debug!("setsid in a forked child: it is the master now (a daemon)");
     if sockets::any_bound() || sockets::has_unclaimed() {
         restart::start_thread();

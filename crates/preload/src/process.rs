@@ -20,6 +20,10 @@ pub static MASTER: AtomicBool = AtomicBool::new(false);
 /// Our PID, kept current across `fork` (the signal handler reads it).
 pub static PID: AtomicI32 = AtomicI32::new(0);
 
+/// The generation's master as this process knows it: itself, or for a worker the master at
+/// the time it was forked (a daemon's workers are forked after it took over).
+pub static MASTER_PID: AtomicI32 = AtomicI32::new(0);
+
 /// For a member, the PID of the process that forked it: the only one allowed to retire it.
 pub static PARENT: AtomicI32 = AtomicI32::new(0);
 
@@ -86,6 +90,7 @@ pub fn config() -> Option<&'static Config> {
 pub fn activate(config: Config, generation: u64) {
     GENERATION.store(generation, Ordering::Relaxed);
     PID.store(crate::sys::getpid(), Ordering::Relaxed);
+    MASTER_PID.store(crate::sys::getpid(), Ordering::Relaxed);
     MASTER.store(true, Ordering::Relaxed);
     if CONFIG.set(config).is_ok() {
         ACTIVE.store(true, Ordering::Release);

@@ -127,6 +127,26 @@ pub fn for_each_child(parent: i32, mut visit: impl FnMut(i32)) {
     });
 }
 
+/// Every process with a descriptor for the socket whose inode is `inode` (`socket:[inode]` in
+/// `/proc/<pid>/fd`). Not for signal handlers: it allocates.
+pub fn holders_of_socket(inode: u64) -> Vec<i32> {
+    let wanted = format!("socket:[{inode}]");
+    let mut holders = Vec::new();
+    for_each_numeric_entry(c"/proc", |pid| {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return;
+        };
+        let holds = entries.flatten().any(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.as_os_str() == wanted.as_str())
+        });
+        if holds {
+            holders.push(pid);
+        }
+    });
+    holders
+}
+
 /// Sends `sig` with an integer payload to a process (`sigqueue`).
 pub fn queue_signal(pid: i32, sig: c_int, value: usize) -> bool {
     let payload = libc::sigval {

@@ -19,6 +19,12 @@ use crate::sys;
 /// The byte that says "ready" on the readiness channel.
 pub const READY: u8 = b'R';
 
+/// The master named in a readiness report: [`READY`], then its PID (4 bytes, little-endian).
+pub fn reported_master(message: &[u8]) -> Option<i32> {
+    let pid: [u8; 4] = message.get(1..5)?.try_into().ok()?;
+    Some(i32::from_le_bytes(pid)).filter(|&pid| pid > 0)
+}
+
 /// Our end of the channel to the previous generation, until we report on it.
 static CHANNEL: AtomicI32 = AtomicI32::new(-1);
 
@@ -57,10 +63,18 @@ pub fn become_ready() {
     }
     let channel = CHANNEL.swap(-1, Ordering::AcqRel);
     if channel >= 0 {
-        let message = [READY];
+        let master = process::MASTER_PID.load(Ordering::Relaxed).to_le_bytes();
+        let message = [READY, master[0], master[1], master[2], master[3]];
         // SAFETY: send on our own descriptor; MSG_NOSIGNAL because the old generation may be
         // gone already.
-        unsafe { libc::send(channel, message.as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
+        unsafe {
+            libc::send(
+                channel,
+                message.as_ptr().cast(),
+                message.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
         fdtable::clear(channel);
         sys::close(channel);
     }

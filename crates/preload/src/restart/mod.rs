@@ -301,6 +301,9 @@ impl Restarter {
             );
         }
         let [ours, theirs] = channel;
+        // Every process of the new generation holds a copy of `theirs` until it is ready: the
+        // way to find them all if they have to be stopped, daemons included.
+        let marker = socket_inode(theirs);
         let next = GENERATION.load(Ordering::Relaxed) + 1;
         let spawned = plan::Plan::new(
             self.config,
@@ -329,33 +332,42 @@ impl Restarter {
         let verdict = self.await_ready(&child, ours, &path);
         sys::close(ours);
         match verdict {
-            Ok(()) => {
+            Ok(master) => {
                 debug!(
-                    "generation {next} (pid {}) is ready after {} ms; this one retires",
-                    child.pid,
+                    "generation {next} (pid {master}) is ready after {} ms; this one retires",
                     started.elapsed().as_millis()
                 );
                 sys::close(child.pidfd);
-                self.succeeded(started, Some(child.pid));
-                self.retire_and_exit(child.pid)
+                self.succeeded(started, Some(master));
+                self.retire_and_exit(child.pid, master)
             }
             Err(reason) => {
-                end_child(&child);
+                end_generation(&child, marker);
                 reason
             }
         }
     }
 
-    /// Waits for the child's readiness report, its exit, or the ready timeout.
+    /// Waits for the new generation's readiness report (which names its master), a failure
+    /// report, or the ready timeout. The process we started exiting is not a failure by itself:
+    /// a daemon's parent exits once its child runs. It is when no process of the generation is
+    /// left to report (every copy of the channel closed).
     fn await_ready(
         &mut self,
         child: &launch::Child,
         channel: RawFd,
         path: &str,
-    ) -> Result<(), Failure> {
+    ) -> Result<i32, Failure> {
         let deadline = Instant::now() + self.options().ready_timeout;
         let mut channel_open = true;
+        let mut child_exited = false;
         loop {
+            if !channel_open && child_exited {
+                return Err(format!(
+                    "the new generation {} before it was ready",
+                    exit_description(child.pid)
+                ));
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Err(format!(
@@ -363,22 +375,15 @@ impl Restarter {
                     self.options().ready_timeout.as_secs_f64()
                 ));
             }
+            let watch = |fd: RawFd, on: bool| libc::pollfd {
+                fd: if on { fd } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            };
             let mut polls = [
-                libc::pollfd {
-                    fd: if channel_open { channel } else { -1 },
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: child.pidfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: CHANNEL_READ.load(Ordering::Acquire),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                watch(channel, channel_open),
+                watch(child.pidfd, !child_exited),
+                watch(CHANNEL_READ.load(Ordering::Acquire), true),
             ];
             let wait = (deadline - now).as_millis().min(i32::MAX as u128) as c_int;
             // SAFETY: three valid pollfds.
@@ -396,20 +401,23 @@ impl Restarter {
                         libc::MSG_DONTWAIT,
                     )
                 };
-                match n {
-                    n if n > 0 && message[0] == ready::READY => return Ok(()),
-                    n if n > 0 && message[0] == launch::FAILED => {
-                        return Err(launch::describe_failure(&message[..n as usize], path));
+                let message = &message[..usize::try_from(n).unwrap_or(0)];
+                match message.first() {
+                    Some(&ready::READY) => {
+                        return Ok(ready::reported_master(message).unwrap_or(child.pid));
                     }
-                    0 => channel_open = false,
+                    Some(&launch::FAILED) => return Err(launch::describe_failure(message, path)),
+                    None if n == 0 => channel_open = false,
                     _ => {}
                 }
             }
             if polls[1].revents != 0 {
-                return Err(format!(
-                    "the new generation {} before it was ready",
+                child_exited = true;
+                debug!(
+                    "pid {} {}; waiting for the rest of its generation",
+                    child.pid,
                     exit_description(child.pid)
-                ));
+                );
             }
             if polls[2].revents != 0 {
                 let events = read_events(Some(Duration::ZERO));
@@ -421,9 +429,9 @@ impl Restarter {
     }
 
     /// Ghosts this generation's sockets, tells its workers, drains, and exits.
-    fn retire_and_exit(&mut self, successor: i32) -> ! {
+    fn retire_and_exit(&mut self, started_child: i32, successor: i32) -> ! {
         let ghosts = retire::ghost_all();
-        let workers = retire::retire_children(Some(successor));
+        let workers = retire::retire_children(Some(started_child));
         debug!("ghosted {ghosts} listening descriptor(s), told {workers} worker(s) to retire");
         record::write(Phase::Draining, self.last.as_ref());
         self.drain(Some(successor));
@@ -572,16 +580,28 @@ fn close_copies(copies: &[InheritedSocket]) {
     }
 }
 
-/// Stops a child that did not become ready, with any process it started, and reaps it.
-fn end_child(child: &launch::Child) {
+/// The inode of a socket, which `/proc/<pid>/fd` shows as `socket:[inode]`.
+fn socket_inode(fd: RawFd) -> Option<u64> {
+    // SAFETY: fstat fills a plain struct.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some(stat.st_ino)
+}
+
+/// Stops a generation that did not become ready: the process we started, its descendants, and
+/// every process still holding its end of the readiness channel (a daemon that left its
+/// parent); then reaps our child.
+fn end_generation(child: &launch::Child, marker: Option<u64>) {
     let mut doomed = vec![child.pid];
     let mut index = 0;
     while index < doomed.len() {
         crate::procfs::for_each_child(doomed[index], |grandchild| doomed.push(grandchild));
         index += 1;
     }
+    if let Some(inode) = marker {
+        doomed.extend(crate::procfs::holders_of_socket(inode));
+    }
     for pid in doomed {
-        // SAFETY: plain kill of processes we started.
+        // SAFETY: plain kill of processes of the generation we started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let mut status = 0;

@@ -50,7 +50,7 @@ fn accept_bound(
     }
     ACCEPTING.fetch_add(1, Ordering::SeqCst);
     let connection = call(fd, addr, len, flags);
-    if connection >= 0 && fdtable::get(fd) == Kind::Ghost && retire::is_poke(connection) {
+    if connection >= 0 && fdtable::get(fd) == Kind::Ghost && retire::is_poke(connection, fd) {
         // Our wake-up: the kernel restarted this accept on the ghost.
         sys::close(connection);
         ACCEPTING.fetch_sub(1, Ordering::SeqCst);

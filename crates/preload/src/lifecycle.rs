@@ -4,6 +4,7 @@
 
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use huptime_handoff::state::{HandoverState, InheritedSocket};
@@ -212,18 +213,67 @@ extern "C" fn after_fork_in_child() {
     MASTER.store(false, Ordering::Relaxed);
     process::RESTART_PENDING.store(false, Ordering::Relaxed);
     restart::forget_after_fork();
-    // A worker a retiring process starts (a pool refilling itself) has nothing to serve.
+    // A worker a retiring process starts (a pool refilling itself) has nothing to serve: it
+    // ends with its parent. Exiting at once would only make the pool start another.
     if RETIRING.load(Ordering::SeqCst) && retire::drained() {
-        // SAFETY: leaving a child that must not run.
-        unsafe { libc::_exit(0) };
+        // SAFETY: prctl and getppid are plain system calls.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != PARENT.load(Ordering::Relaxed) {
+                libc::_exit(0);
+            }
+        }
     }
 }
 
-/// After the program's `fork`: the parent logs which worker it started.
+/// Children a retiring process started: not worth waiting for (see `after_fork_in_child`).
+static LATE_CHILDREN: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+/// After the program's `fork`: the parent notes which worker it started.
 pub fn forked(pid: libc::pid_t) {
-    if pid > 0 && sockets::any_bound() {
+    if pid <= 0 {
+        return;
+    }
+    if RETIRING.load(Ordering::SeqCst) {
+        LATE_CHILDREN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pid);
+    } else if sockets::any_bound() {
         debug!("forked pid {pid}: a worker of this generation");
     }
+}
+
+/// Ends the children started while retiring, before the PID becomes the next generation's
+/// (exec mode): they serve nothing, and their parent-death signal does not fire on an exec.
+/// Waits (briefly) until they are gone, so nothing of theirs reaches the new program.
+pub fn end_late_children() {
+    let late = std::mem::take(&mut *LATE_CHILDREN.lock().unwrap_or_else(|e| e.into_inner()));
+    let me = PID.load(Ordering::Relaxed);
+    let live: Vec<libc::pid_t> = late
+        .into_iter()
+        .filter(|&pid| crate::procfs::is_live_child(pid, me))
+        .collect();
+    for &pid in &live {
+        // SAFETY: plain kill of our own live child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while live
+        .iter()
+        .any(|&pid| crate::procfs::is_live_child(pid, me))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether `pid` was started after this process began retiring.
+pub fn is_late_child(pid: libc::pid_t) -> bool {
+    LATE_CHILDREN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&pid)
 }
 
 /// After a successful `setsid` in a worker: the usual daemon start (fork, parent exits, child

@@ -114,14 +114,16 @@ fn parent_and_state(pid: i32) -> Option<(i32, u8)> {
     Some((ppid, state))
 }
 
+/// Whether `pid` is a live (not zombie) child of `parent`.
+pub fn is_live_child(pid: i32, parent: i32) -> bool {
+    parent_and_state(pid)
+        .is_some_and(|(ppid, state)| ppid == parent && state != b'Z' && state != b'X')
+}
+
 /// Calls `visit` for every live (not zombie) child of `parent`.
 pub fn for_each_child(parent: i32, mut visit: impl FnMut(i32)) {
     for_each_numeric_entry(c"/proc", |pid| {
-        if let Some((ppid, state)) = parent_and_state(pid)
-            && ppid == parent
-            && state != b'Z'
-            && state != b'X'
-        {
+        if is_live_child(pid, parent) {
             visit(pid);
         }
     });

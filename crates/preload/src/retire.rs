@@ -4,13 +4,13 @@
 //! Everything here is async-signal-safe (system calls on stack buffers, atomics, the lock-free
 //! descriptor table): a worker retires from inside its signal handler, since it has no thread.
 //!
-//! A ghost is a listening Unix socket bound to an abstract name nobody knows, put in place of the
+//! A ghost is a listening Unix socket on an abstract name nobody knows, put in place of the
 //! real socket with `dup3`: `accept` blocks (or says `EAGAIN`), `poll`/`select`/`epoll` never see
 //! it readable. Before the swap the real socket leaves every epoll set of the process, or a
 //! level-triggered loop would spin on an event for a descriptor that no longer has it.
 
 use std::ffi::c_int;
-use std::mem::{size_of, zeroed};
+use std::mem::zeroed;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -26,48 +26,10 @@ pub const RETIRE: usize = 0x6875_7072;
 /// since executed another program (and has no handler of ours) is not harmed by it.
 pub const RETIRE_SIGNAL: c_int = libc::SIGURG;
 
-const GHOST_PREFIX: &[u8] = b"huptime-ghost-";
-
-/// Builds the abstract address of the ghost for `fd` in this process.
-fn ghost_address(fd: RawFd) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: sockaddr_un is plain old data.
-    let mut address: libc::sockaddr_un = unsafe { zeroed() };
-    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let mut name = [0u8; 64];
-    let mut len = 1; // leading NUL: abstract namespace
-    for &b in GHOST_PREFIX {
-        name[len] = b;
-        len += 1;
-    }
-    for number in [PID.load(Ordering::Relaxed), fd] {
-        let mut digits = [0u8; 12];
-        let mut count = 0;
-        let mut n = number.unsigned_abs();
-        loop {
-            digits[count] = b'0' + (n % 10) as u8;
-            count += 1;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        for &d in digits[..count].iter().rev() {
-            name[len] = d;
-            len += 1;
-        }
-        name[len] = b'-';
-        len += 1;
-    }
-    len -= 1;
-    for (slot, &b) in address.sun_path.iter_mut().zip(&name[..len]) {
-        *slot = b as libc::c_char;
-    }
-    let total = size_of::<libc::sa_family_t>() + len;
-    (address, total as libc::socklen_t)
-}
-
-/// A descriptor that behaves like an idle socket of the given type forever.
-fn make_ghost(fd: RawFd, stream: bool) -> Option<RawFd> {
+/// A descriptor that behaves like an idle socket of the given type forever. A stream ghost
+/// listens on a name the kernel picks (autobind in the abstract namespace), unique even while
+/// ghosts of earlier generations of this PID live on in their workers.
+fn make_ghost(stream: bool) -> Option<RawFd> {
     let kind = if stream {
         libc::SOCK_STREAM
     } else {
@@ -76,11 +38,18 @@ fn make_ghost(fd: RawFd, stream: bool) -> Option<RawFd> {
     // SAFETY: plain socket creation.
     let ghost = sys::ok(unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) })?;
     if stream {
-        let (address, len) = ghost_address(fd);
-        // SAFETY: address is a valid sockaddr_un of length len.
-        let bound = unsafe { real::bind(ghost, (&raw const address).cast(), len) } == 0;
-        // SAFETY: listen on our own socket.
-        if !bound || unsafe { real::listen(ghost, 4096) } != 0 {
+        // A bind with only the family asks the kernel for a unique abstract name.
+        let family = libc::AF_UNIX as libc::sa_family_t;
+        // SAFETY: binding and listening on our own socket; the address is the family alone.
+        let ready = unsafe {
+            real::bind(
+                ghost,
+                (&raw const family).cast(),
+                std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t,
+            ) == 0
+                && real::listen(ghost, 4096) == 0
+        };
+        if !ready {
             sys::close(ghost);
             return None;
         }
@@ -88,30 +57,39 @@ fn make_ghost(fd: RawFd, stream: bool) -> Option<RawFd> {
     Some(ghost)
 }
 
-/// Whether an accepted descriptor is one of our own wake-up connections to a ghost.
-pub fn is_poke(accepted: RawFd) -> bool {
+/// Whether two sockets have the same local address.
+fn same_local_address(a: RawFd, b: RawFd) -> bool {
     // SAFETY: sockaddr_storage is plain old data.
-    let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
-    let Some(len) = sys::local_address(accepted, &mut storage) else {
+    let (mut first, mut second): (libc::sockaddr_storage, libc::sockaddr_storage) =
+        unsafe { (zeroed(), zeroed()) };
+    let (Some(first_len), Some(second_len)) = (
+        sys::local_address(a, &mut first),
+        sys::local_address(b, &mut second),
+    ) else {
         return false;
     };
-    // SAFETY: sockaddr_storage is large enough to be viewed as sockaddr_un.
-    let unix: &libc::sockaddr_un = unsafe { &*(&raw const storage).cast() };
-    let name_len = len.saturating_sub(size_of::<libc::sa_family_t>());
-    i32::from(unix.sun_family) == libc::AF_UNIX
-        && name_len > GHOST_PREFIX.len()
-        && unix.sun_path[0] == 0
-        && unix.sun_path[1..=GHOST_PREFIX.len()]
-            .iter()
-            .zip(GHOST_PREFIX)
-            .all(|(&a, &b)| a as u8 == b)
+    // SAFETY: both buffers are initialised up to their lengths.
+    let bytes = |storage: &libc::sockaddr_storage, len: usize| unsafe {
+        std::slice::from_raw_parts((storage as *const libc::sockaddr_storage).cast::<u8>(), len)
+    };
+    bytes(&first, first_len) == bytes(&second, second_len)
+}
+
+/// Whether `accepted`, returned by an `accept` on the ghost at `listener`, is one of our own
+/// wake-up connections (rather than a real client accepted just before the swap).
+pub fn is_poke(accepted: RawFd, listener: RawFd) -> bool {
+    same_local_address(accepted, listener)
 }
 
 /// Sends one connection to the ghost at `fd`, so a thread whose `accept` was restarted on it
 /// by the kernel comes back to our hook.
 fn poke(fd: RawFd) {
-    let (address, len) = ghost_address(fd);
-    // SAFETY: plain socket calls on our own descriptor.
+    // SAFETY: sockaddr_storage is plain old data.
+    let mut address: libc::sockaddr_storage = unsafe { zeroed() };
+    let Some(len) = sys::local_address(fd, &mut address) else {
+        return;
+    };
+    // SAFETY: plain socket calls on our own descriptor, with the address the kernel gave.
     unsafe {
         let client = libc::socket(
             libc::AF_UNIX,
@@ -119,7 +97,7 @@ fn poke(fd: RawFd) {
             0,
         );
         if client >= 0 {
-            libc::connect(client, (&raw const address).cast(), len);
+            libc::connect(client, (&raw const address).cast(), len as libc::socklen_t);
             sys::close(client);
         }
     }
@@ -150,7 +128,7 @@ pub fn ghost_all() -> usize {
             // SAFETY: EPOLL_CTL_DEL ignores the event argument.
             unsafe { real::epoll_ctl(epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
         });
-        let Some(ghost) = make_ghost(fd, stream) else {
+        let Some(ghost) = make_ghost(stream) else {
             return;
         };
         let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
@@ -213,7 +191,7 @@ pub fn sink() -> Option<RawFd> {
     if current >= 0 {
         return Some(current);
     }
-    let fresh = make_ghost(RawFd::MAX, true)?;
+    let fresh = make_ghost(true)?;
     fdtable::set(fresh, Kind::Internal);
     match SINK.compare_exchange(-1, fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Some(fresh),
@@ -225,15 +203,14 @@ pub fn sink() -> Option<RawFd> {
     }
 }
 
-/// Tells every child of this process (except `spare`, the new generation) to retire.
-pub fn retire_children(spare: Option<i32>) -> usize {
-    let mut told = 0;
+/// Tells every child of this process (except `spare`, the new generation) to retire, and
+/// passes each one told to `told`.
+pub fn retire_children(spare: Option<i32>, mut told: impl FnMut(i32)) {
     procfs::for_each_child(PID.load(Ordering::Relaxed), |child| {
         if Some(child) != spare && procfs::queue_signal(child, RETIRE_SIGNAL, RETIRE) {
-            told += 1;
+            told(child);
         }
     });
-    told
 }
 
 /// Whether nothing is left to drain in this process.
@@ -265,6 +242,6 @@ pub fn retire_worker() {
         return;
     }
     ghost_all();
-    retire_children(None);
+    retire_children(None, |_| {});
     on_drain_progress();
 }

@@ -96,18 +96,19 @@ pub fn status_flags(fd: RawFd) -> Option<c_int> {
     ok(unsafe { real::fcntl(fd, libc::F_GETFL, 0) })
 }
 
-/// Sets or clears `O_NONBLOCK` on the open file description.
-pub fn set_nonblocking(fd: RawFd, on: bool) -> bool {
+/// Sets or clears a file status flag (`O_NONBLOCK`, `O_ASYNC`) on the open file description.
+pub fn set_status_flag(fd: RawFd, flag: c_int, on: bool) -> bool {
     let Some(flags) = status_flags(fd) else {
         return false;
     };
-    let wanted = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
+    let wanted = if on { flags | flag } else { flags & !flag };
     // SAFETY: F_SETFL takes an int argument.
     wanted == flags || unsafe { real::fcntl(fd, libc::F_SETFL, wanted.into()) } == 0
+}
+
+/// Sets or clears `O_NONBLOCK` on the open file description.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> bool {
+    set_status_flag(fd, libc::O_NONBLOCK, on)
 }
 
 /// Duplicates `fd` to the lowest free number at or above `min`, close-on-exec.

@@ -211,6 +211,7 @@ pub fn execute_in_place(plan: &Plan) -> String {
 struct Undo {
     cloexec_set: Vec<RawFd>,
     cloexec_cleared: Vec<RawFd>,
+    async_cleared: Vec<RawFd>,
     stdio: Vec<(RawFd, RawFd)>,
     directory: Option<RawFd>,
     dispositions: Vec<(c_int, libc::sighandler_t)>,
@@ -220,12 +221,21 @@ struct Undo {
 impl Undo {
     fn apply(&mut self, plan: &Plan) -> String {
         for fd in open_descriptors() {
-            if fd > 2
-                && !plan.keep.contains(&fd)
-                && sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC == 0)
+            if fd <= 2 || plan.keep.contains(&fd) {
+                continue;
+            }
+            if sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC == 0)
                 && sys::set_cloexec(fd, true)
             {
                 self.cloexec_set.push(fd);
+            }
+            // Closing both ends of a socket pair with O_ASYNC (nginx's channels) during the
+            // exec would send SIGIO to this PID, killing the new program before it can have a
+            // handler.
+            if sys::status_flags(fd).is_some_and(|f| f & libc::O_ASYNC != 0)
+                && sys::set_status_flag(fd, libc::O_ASYNC, false)
+            {
+                self.async_cleared.push(fd);
             }
         }
         for &fd in &plan.keep {
@@ -311,6 +321,9 @@ impl Undo {
         }
         for fd in self.cloexec_cleared {
             sys::set_cloexec(fd, true);
+        }
+        for fd in self.async_cleared {
+            sys::set_status_flag(fd, libc::O_ASYNC, true);
         }
         for fd in self.cloexec_set {
             sys::set_cloexec(fd, false);

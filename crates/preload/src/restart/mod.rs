@@ -431,10 +431,14 @@ impl Restarter {
     /// Ghosts this generation's sockets, tells its workers, drains, and exits.
     fn retire_and_exit(&mut self, started_child: i32, successor: i32) -> ! {
         let ghosts = retire::ghost_all();
-        let workers = retire::retire_children(Some(started_child));
-        debug!("ghosted {ghosts} listening descriptor(s), told {workers} worker(s) to retire");
+        let mut workers = Vec::new();
+        retire::retire_children(Some(started_child), |pid| workers.push(pid));
+        debug!(
+            "ghosted {ghosts} listening descriptor(s), told {} worker(s) to retire",
+            workers.len()
+        );
         record::write(Phase::Draining, self.last.as_ref());
-        self.drain(Some(successor));
+        self.drain(Some(successor), Some(started_child), &workers);
         record::remove();
         // SAFETY: flushing the program's stdio buffers before leaving; fflush(NULL) is safe here
         // because no program thread is inside stdio on our behalf.
@@ -444,14 +448,29 @@ impl Restarter {
         }
     }
 
-    /// Waits until the connections (and with `--wait`, the children) are done, or the drain
-    /// timeout passes. Restart signals meanwhile belong to `successor`.
-    fn drain(&mut self, successor: Option<i32>) {
+    /// Waits until the connections are done, and the children this process must wait for, or
+    /// the drain timeout passes. Restart signals meanwhile belong to `successor`.
+    ///
+    /// With `--wait` those are all its children but `spare` (the new generation). In exec mode
+    /// they are at least the `workers` told to retire: the PID is about to be the new
+    /// program's, whose children they would otherwise become (nginx workers would even signal
+    /// it through their channel to the old master).
+    fn drain(&mut self, successor: Option<i32>, spare: Option<i32>, workers: &[i32]) {
         let started = Instant::now();
         let deadline = self.options().drain_timeout.map(|t| started + t);
         let mut forwarded = false;
+        let me = PID.load(Ordering::Relaxed);
+        let watch_children = self.options().wait || self.options().mode == Mode::Exec;
         loop {
-            let children_done = !self.options().wait || !has_children();
+            let children_done = if self.options().wait {
+                !has_children(me, spare)
+            } else if self.options().mode == Mode::Exec {
+                !workers
+                    .iter()
+                    .any(|&pid| crate::procfs::is_live_child(pid, me))
+            } else {
+                true
+            };
             if retire::drained() && children_done {
                 debug!("drained after {} ms", started.elapsed().as_millis());
                 return;
@@ -469,7 +488,7 @@ impl Restarter {
             // may need another wake-up connection: look again every 100 ms.
             let mut wait = deadline.map(|d| d - now);
             let accepting = process::ACCEPTING.load(Ordering::SeqCst) > 0;
-            if self.options().wait || accepting {
+            if watch_children || accepting {
                 retire::poke_ghosts();
                 let tick = Duration::from_millis(100);
                 wait = Some(wait.map_or(tick, |w| w.min(tick)));
@@ -540,15 +559,22 @@ impl Restarter {
         }
         let registrations = epoll::registrations_of_bound_sockets();
         let ghosts = retire::ghost_all();
-        let workers = retire::retire_children(None);
+        let mut workers = Vec::new();
+        retire::retire_children(None, |pid| workers.push(pid));
         debug!(
-            "ghosted {ghosts} listening descriptor(s), told {workers} worker(s) to retire; draining"
+            "ghosted {ghosts} listening descriptor(s), told {} worker(s) to retire; draining",
+            workers.len()
         );
         record::write(Phase::Draining, self.last.as_ref());
-        self.drain(None);
+        self.drain(None, None, &workers);
+        // No fork from here to the exec (a fork waits in our atfork handler): a pool refilling
+        // itself would otherwise start children the next program inherits.
+        sockets::lock_for_fork();
+        crate::lifecycle::end_late_children();
         self.succeeded(started, Some(pid));
         debug!("executing generation {next}");
         let failure = launch::execute_in_place(&plan);
+        sockets::unlock_after_fork();
         restore_ghosts(&originals, &copies);
         epoll::restore(&registrations);
         close_copies(&copies);
@@ -637,20 +663,16 @@ fn exit_description(pid: i32) -> String {
     }
 }
 
-/// Whether this process still has children of its own (our clone child is not counted: it is
-/// invisible to `waitid` without `__WCLONE`).
-fn has_children() -> bool {
-    // SAFETY: siginfo_t is plain data; WNOWAIT|WNOHANG only peeks.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    let ret = unsafe {
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    ret == 0
+/// Whether this process still has a live child other than `spare` and the ones it started
+/// while retiring.
+fn has_children(me: i32, spare: Option<i32>) -> bool {
+    let mut found = false;
+    crate::procfs::for_each_child(me, |child| {
+        if Some(child) != spare && !crate::lifecycle::is_late_child(child) {
+            found = true;
+        }
+    });
+    found
 }
 
 /// Exits through `--revive`: executes the program again with its sockets instead of leaving.

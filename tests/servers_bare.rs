@@ -20,17 +20,18 @@ const VERSION: &str = "bare-1";
 const TESTSERVER: &str = env!("CARGO_BIN_EXE_hup-testserver");
 
 const LOAD_CLIENTS: usize = 6;
-const LOAD_TIME: Duration = Duration::from_secs(2);
-/// HOLD requests sent while the load runs, one every `HOLD_SPACING`, all done within `LOAD_TIME`.
+/// HOLD requests sent while the load runs, one every `HOLD_SPACING`.
 const HOLDS: u32 = 3;
 const HOLD_MS: u64 = 500;
 const HOLD_SPACING: Duration = Duration::from_millis(500);
-/// Even the slowest style answers far more than this in `LOAD_TIME`; fewer means it hardly served.
+/// Replies each load must get alongside the HOLDs; the timeout only catches a server that hangs
+/// (a busy machine slows the load down, it must not fail the test).
 const MIN_SUCCESSES: u64 = 50;
+const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs load on every endpoint for `LOAD_TIME`, with `HOLD` requests alongside, and checks that
-/// every request got a complete reply carrying `version`.
+/// Runs load on every endpoint until each has served `MIN_SUCCESSES` replies, with `HOLD`
+/// requests alongside, and checks that every request got a complete reply carrying `version`.
 fn exercise(endpoints: &[Endpoint], version: &str) {
     let loads: Vec<Load> = endpoints
         .iter()
@@ -45,7 +46,9 @@ fn exercise(endpoints: &[Endpoint], version: &str) {
             })
         })
         .collect();
-    thread::sleep(LOAD_TIME);
+    for load in &loads {
+        load.wait_until_successes(MIN_SUCCESSES, SERVE_TIMEOUT);
+    }
     for held in holds {
         let reply = held
             .join()
@@ -57,10 +60,6 @@ fn exercise(endpoints: &[Endpoint], version: &str) {
         let report = load.stop();
         report.assert_no_failures();
         assert_eq!(report.versions(), BTreeSet::from([version]), "{report}");
-        assert!(
-            report.successes() >= MIN_SUCCESSES,
-            "too few replies:\n{report}"
-        );
     }
 }
 

@@ -1,5 +1,7 @@
 //! The client side of the test protocol (see `servers/common.py`): one request per connection,
-//! `GET` or `HOLD <ms>`, and a one-line reply `version=<v> pid=<pid>[ body=<x...>]`.
+//! `GET` or `HOLD <ms>`, and a one-line reply `version=<v> pid=<pid>[ <key>=<value>...][ body=<x...>]`.
+//! Fields between the pid and the body are optional extras some servers add (e.g. `listener=1`
+//! in `blocking.py`'s multi-listener modes); they are kept in [`Reply::extra`].
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -52,6 +54,18 @@ impl fmt::Display for Endpoint {
 pub struct Reply {
     pub version: String,
     pub pid: u32,
+    /// The optional `key=value` fields after the pid, in order (the `HOLD` body is not one).
+    pub extra: Vec<(String, String)>,
+}
+
+impl Reply {
+    /// The value of the extra field `key`, if the reply has one.
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 /// What went wrong with a request, in the categories the restart tests care about.
@@ -279,12 +293,27 @@ fn parse_reply(data: &[u8], with_body: bool) -> Result<Reply, ClientError> {
         .and_then(|f| f.strip_prefix("pid="))
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| malformed("no pid"))?;
-    match (fields.next(), with_body) {
+    let mut extra = Vec::new();
+    let mut body = None;
+    for field in fields {
+        if body.is_some() {
+            return Err(malformed("field after the body"));
+        }
+        let (key, value) = field
+            .split_once('=')
+            .filter(|(key, _)| !key.is_empty())
+            .ok_or_else(|| malformed("unexpected field"))?;
+        if key == "body" {
+            body = Some(value);
+        } else if key == "version" || key == "pid" || extra.iter().any(|(k, _)| k == key) {
+            return Err(malformed("repeated field"));
+        } else {
+            extra.push((key.to_string(), value.to_string()));
+        }
+    }
+    match (body, with_body) {
         (None, false) => {}
-        (Some(field), true) => {
-            let body = field
-                .strip_prefix("body=")
-                .ok_or_else(|| malformed("no body"))?;
+        (Some(body), true) => {
             if body.len() < HOLD_BODY_LEN {
                 let detail = format!("body of {} bytes, expected {HOLD_BODY_LEN}", body.len());
                 return Err(ClientError::new(FailureKind::Short, detail));
@@ -296,12 +325,10 @@ fn parse_reply(data: &[u8], with_body: bool) -> Result<Reply, ClientError> {
         (None, true) => return Err(malformed("no body")),
         (Some(_), false) => return Err(malformed("unexpected field")),
     }
-    if fields.next().is_some() {
-        return Err(malformed("unexpected field"));
-    }
     Ok(Reply {
         version: version.to_string(),
         pid,
+        extra,
     })
 }
 
@@ -316,9 +343,38 @@ mod tests {
             reply,
             Reply {
                 version: "v2".into(),
-                pid: 42
+                pid: 42,
+                extra: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn keeps_extra_fields() {
+        let reply = parse_reply(b"version=v2 pid=42 listener=1\n", false).unwrap();
+        assert_eq!((reply.version.as_str(), reply.pid), ("v2", 42));
+        assert_eq!(reply.field("listener"), Some("1"));
+        assert_eq!(reply.field("other"), None);
+
+        let mut data = b"version=v1 pid=7 listener=0 body=".to_vec();
+        data.resize(data.len() + HOLD_BODY_LEN, b'x');
+        data.push(b'\n');
+        let reply = parse_reply(&data, true).unwrap();
+        assert_eq!(reply.field("listener"), Some("0"));
+        assert_eq!(reply.field("body"), None);
+
+        for bad in [
+            &b"version=v1 pid=1 =0\n"[..],
+            b"version=v1 pid=1 pid=2\n",
+            b"version=v1 pid=1 a=1 a=2\n",
+            b"version=v1 pid=1 body=x listener=0\n",
+        ] {
+            assert_eq!(
+                parse_reply(bad, false).unwrap_err().kind,
+                FailureKind::Malformed,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! when the test ends, passes or panics, however far it forked or daemonized away.
 //!
 //! - [`binaries`]: the `huptime` launcher under test, and versioned copies of the Rust test server.
-//! - [`ports`]: free TCP ports, and counting the listeners on one.
+//! - [`ports`]: free TCP ports, and the listening sockets on a port or Unix path (count, inodes).
 //! - [`sandbox`]: one test's temporary directory and process tag, and starting servers in it.
 //! - [`process`]: tagged processes, liveness, signals, pid files, a started server.
 //! - [`client`]: the test protocol's client side (`GET`, `HOLD`), with failure categories.
@@ -29,7 +29,7 @@ pub use binaries::{huptime_binary, write_versioned_testserver};
 pub use client::{ClientError, Endpoint, FailureKind, Reply, get, hold, wait_for_version};
 pub use libc::{SIGHUP, SIGKILL, SIGTERM};
 pub use load::{Load, LoadReport};
-pub use ports::{free_port, listening_sockets};
+pub use ports::{free_port, listening_socket_inodes, listening_sockets, unix_listening_inodes};
 pub use process::{ProcessTag, ServerProcess, pids_alive, read_pid_file, send_signal, wait_gone};
 pub use restart::{Mode, RestartPlan, restart_under_load};
 pub use sandbox::Sandbox;

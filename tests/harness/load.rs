@@ -91,6 +91,30 @@ impl Load {
         }
     }
 
+    /// Waits until the clients got at least `count` replies in all.
+    ///
+    /// # Panics
+    /// If they did not within `timeout`.
+    pub fn wait_until_successes(&self, count: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let tally = lock(&self.tally);
+            let successes: u64 = tally.replies.values().sum();
+            if successes >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the load got {successes} of {count} replies within {timeout:?}; failures so far \
+                 {:?}, first ones: {:#?}",
+                tally.failures,
+                tally.samples
+            );
+            drop(tally);
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
     /// Stops the clients (each finishes its request in flight) and reports what they saw.
     pub fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);

@@ -3,7 +3,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::binaries::huptime_binary;
 use crate::sandbox::Sandbox;
@@ -95,9 +96,31 @@ impl ServerCommand {
         ServerCommand::new(PYTHON).arg(path)
     }
 
+    /// Like [`ServerCommand::python`], but runs the interpreter's own executable rather than
+    /// whatever `python3` is in `PATH`, which may be a wrapper script that execs several
+    /// programs in turn on its way to the interpreter (pyenv's shims do). For tests that count
+    /// what each program image in the launched process does, e.g. the warnings it prints.
+    pub fn python_direct(script: &str) -> ServerCommand {
+        let mut command = ServerCommand::python(script);
+        command.program = python_executable().into();
+        command
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> ServerCommand {
         self.args.push(arg.as_ref().to_owned());
         self
+    }
+
+    /// This command run through `wrapper` (a start script that sets things up and then `exec`s
+    /// its arguments): `<wrapper> <wrapper_args...> <program> <args...>`.
+    pub fn wrapped_in(&self, wrapper: impl AsRef<OsStr>, wrapper_args: &[&str]) -> ServerCommand {
+        let mut args: Vec<OsString> = wrapper_args.iter().map(OsString::from).collect();
+        args.push(self.program.clone());
+        args.extend(self.args.iter().cloned());
+        ServerCommand {
+            program: wrapper.as_ref().to_owned(),
+            args,
+        }
     }
 
     /// The server on its own, as it would run without huptime.
@@ -117,6 +140,25 @@ impl ServerCommand {
             .args(&self.args);
         command
     }
+}
+
+/// The interpreter that `python3` in `PATH` runs in the end (`sys.executable`), found once.
+fn python_executable() -> &'static Path {
+    static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
+    EXECUTABLE.get_or_init(|| {
+        let output = Command::new(PYTHON)
+            .args(["-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {PYTHON}: {e}"));
+        let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(
+            output.status.success() && Path::new(&path).is_absolute(),
+            "{PYTHON} does not tell its executable ({}): {path:?}",
+            output.status
+        );
+        PathBuf::from(path)
+    })
 }
 
 fn servers_dir() -> PathBuf {

@@ -6,11 +6,13 @@ only holds what is the same for all of them.
 
 Protocol, one request per connection, one line each way:
 
-    GET\\n        ->  version=<version> pid=<pid>\\n
-    HOLD <ms>\\n  ->  (after <ms> milliseconds) version=<version> pid=<pid> body=<65536 x 'x'>\\n
+    GET\\n        ->  version=<version> pid=<pid>[ <extra>]\\n
+    HOLD <ms>\\n  ->  (after <ms> milliseconds)
+                     version=<version> pid=<pid>[ <extra>] body=<65536 x 'x'>\\n
 
 The server closes the connection after the reply. The long body lets a client tell a reply cut
-short from a complete one.
+short from a complete one. <extra> is an optional `key=value` field (Config.reply_extra) that
+some servers add to tell more about who answered, e.g. `listener=1`.
 """
 
 import argparse
@@ -61,6 +63,8 @@ class Config:
     version: str
     workers: int
     pid_file: str | None
+    # An extra `key=value` field for every reply, after the pid; empty for none.
+    reply_extra: str = ""
 
 
 def make_parser(description: str) -> argparse.ArgumentParser:
@@ -181,6 +185,8 @@ def parse_request(line: bytes) -> Request:
 def reply(config: Config, request: Request) -> bytes:
     # getpid() at reply time: in forking styles the reply comes from a child.
     head = f"version={config.version} pid={os.getpid()}"
+    if config.reply_extra:
+        head += f" {config.reply_extra}"
     if request.hold_ms is None:
         return f"{head}\n".encode()
     return f"{head} body=".encode() + b"x" * HOLD_BODY_LEN + b"\n"
@@ -214,8 +220,9 @@ def read_request(conn: socket.socket) -> Request | None:
             return request
 
 
-def serve_blocking(conn: socket.socket, config: Config) -> None:
-    """Serve one connection start to end with blocking calls, then close it.
+def serve_blocking(conn: socket.socket, config: Config) -> bool:
+    """Serve one connection start to end with blocking calls, then close it; True if the whole
+    reply was sent.
 
     A client that disconnects early or misbehaves costs only its own connection.
     """
@@ -228,14 +235,16 @@ def serve_blocking(conn: socket.socket, config: Config) -> None:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeout)
             request = read_request(conn)
             if request is None:
-                return
+                return False
             if request.hold_ms is not None:
                 time.sleep(request.hold_ms / 1000)
             conn.sendall(reply(config, request))
+            return True
         except BadRequest as e:
             log(str(e))
         except OSError:
             pass  # the client went away or stalled: nothing to answer
+        return False
 
 
 class Exchange:

@@ -24,6 +24,31 @@ fn call(
     }
 }
 
+/// Takes one of our wake-up connections queued on the ghost at `fd`, without blocking, so a
+/// leftover does not keep the ghost readable. Returns whether there was one.
+fn take_queued_poke(fd: RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    if unsafe { real::poll(&mut poll, 1, 0) } != 1 {
+        return false;
+    }
+    let poke = call(
+        fd,
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        Some(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK),
+    );
+    if poke < 0 {
+        return false;
+    }
+    sys::close(poke);
+    true
+}
+
 /// `accept(fd, addr, len)` (`flags` is `None`) or `accept4(fd, addr, len, flags)`.
 pub fn accept(
     fd: RawFd,
@@ -71,27 +96,19 @@ fn accept_bound(
 }
 
 /// An idle listening socket: `EAGAIN` when non-blocking, otherwise it blocks for ever — except
-/// right after a `poll`/`select` that began before the swap and may have reported the real
-/// socket readable: that `accept` gets `ECONNABORTED` (the client is gone, as far as this
-/// process knows), which servers treat as "try again", instead of blocking the event loop.
+/// when the caller may have been told it was readable: by a `poll`/`select` that began before
+/// the swap (and saw the real socket), or because one of our wake-up connections is queued on
+/// the ghost. That `accept` takes the wake-up connection if there is one and gets
+/// `ECONNABORTED` (the client is gone, as far as this process knows), which servers treat as
+/// "try again", instead of blocking their event loop.
 fn accept_ghost(fd: RawFd) -> c_int {
     let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
+    let took_poke = take_queued_poke(fd);
     if nonblocking {
-        // Only our own wake-up connections ever arrive on a ghost: take one so a leftover does
-        // not keep the ghost readable.
-        let poke = call(
-            fd,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            Some(libc::SOCK_CLOEXEC),
-        );
-        if poke >= 0 {
-            sys::close(poke);
-        }
         errno::set(libc::EAGAIN);
         return -1;
     }
-    if waits::began_before_retirement() {
+    if took_poke || waits::began_before_retirement() {
         errno::set(libc::ECONNABORTED);
         return -1;
     }

@@ -22,6 +22,8 @@ use crate::{procfs, real, sys};
 pub const WAKE: usize = 0x6875_7077;
 /// Payload of [`RETIRE_SIGNAL`] from a parent telling its workers to retire.
 pub const RETIRE: usize = 0x6875_7072;
+/// Payload of the [`RETIRE_SIGNAL`] timer that ends a retiring worker's drain.
+pub const DRAIN_DEADLINE: usize = 0x6875_7064;
 /// Carries retirement to workers. Its default action is to do nothing, so a child that has
 /// since executed another program (and has no handler of ours) is not harmed by it.
 pub const RETIRE_SIGNAL: c_int = libc::SIGURG;
@@ -243,5 +245,57 @@ pub fn retire_worker() {
     }
     ghost_all();
     retire_children(None, |_| {});
+    arm_drain_deadline();
     on_drain_progress();
+}
+
+/// `--drain-timeout` for a worker, which has no thread of ours to watch the time: a
+/// one-shot kernel timer that sends [`RETIRE_SIGNAL`] with [`DRAIN_DEADLINE`] when it is over.
+/// Raw system calls, as this runs in a signal handler.
+fn arm_drain_deadline() {
+    let Some(timeout) = process::config().and_then(|c| c.options.drain_timeout) else {
+        return;
+    };
+    // SAFETY: sigevent and itimerspec are plain data filled in below; the kernel reads them.
+    unsafe {
+        let mut event: libc::sigevent = zeroed();
+        event.sigev_notify = libc::SIGEV_SIGNAL;
+        event.sigev_signo = RETIRE_SIGNAL;
+        event.sigev_value = libc::sigval {
+            sival_ptr: DRAIN_DEADLINE as *mut libc::c_void,
+        };
+        let mut timer: libc::c_int = 0;
+        let created = real::syscall(
+            libc::SYS_timer_create,
+            libc::CLOCK_MONOTONIC.into(),
+            (&raw mut event) as libc::c_long,
+            (&raw mut timer) as libc::c_long,
+            0,
+            0,
+            0,
+        );
+        if created != 0 {
+            return;
+        }
+        let mut when: libc::itimerspec = zeroed();
+        when.it_value.tv_sec = timeout.as_secs() as libc::time_t;
+        when.it_value.tv_nsec = libc::c_long::from(timeout.subsec_nanos());
+        real::syscall(
+            libc::SYS_timer_settime,
+            timer.into(),
+            0,
+            (&raw const when) as libc::c_long,
+            0,
+            0,
+            0,
+        );
+    }
+}
+
+/// The worker's drain deadline passed: whatever is still open ends with it.
+pub fn drain_deadline_passed() {
+    if RETIRING.load(Ordering::SeqCst) && !process::is_master() {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) };
+    }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::process::{self, PARENT, PID};
 use crate::restart::{self, Wake};
-use crate::retire::{self, RETIRE, RETIRE_SIGNAL, WAKE};
+use crate::retire::{self, DRAIN_DEADLINE, RETIRE, RETIRE_SIGNAL, WAKE};
 use crate::{errno, real};
 
 /// A disposition as the program believes it is. Atomics: the handler reads it.
@@ -137,8 +137,13 @@ fn install_one(sig: c_int, handler: Handler) -> Result<(), std::io::Error> {
     }
 }
 
-/// The queued payload of a signal, if it was sent with `sigqueue`.
+/// The payload of a signal sent with `sigqueue`, and its sender; or of one of our timers
+/// (sender 0).
 fn payload(info: &libc::siginfo_t) -> Option<(usize, i32)> {
+    if info.si_code == libc::SI_TIMER {
+        // SAFETY: for SI_TIMER the kernel filled the value field.
+        return Some((unsafe { info.si_value().sival_ptr as usize }, 0));
+    }
     if info.si_code != libc::SI_QUEUE {
         return None;
     }
@@ -193,6 +198,7 @@ extern "C" fn on_retire_signal(sig: c_int, info: *mut libc::siginfo_t, context: 
                 retire::retire_worker();
             }
         }
+        Some((DRAIN_DEADLINE, 0)) => retire::drain_deadline_passed(),
         _ => chain(&RETIRE_VIEW, sig, info, context),
     }
 }

@@ -20,6 +20,9 @@ const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a new generation may take to become ready.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for the requests in flight of nearly every service; bounded, because idle
+/// keep-alive connections would otherwise keep every old generation alive (see README).
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -74,7 +77,7 @@ struct Args {
           value_parser = parse_seconds)]
     ready_timeout: Option<Duration>,
 
-    /// How long a retiring generation waits for its connections [default: no limit]
+    /// How long a retiring generation waits for its connections [default: 300]
     #[arg(long, value_name = "SECONDS", help_heading = RUN_HEADING, conflicts_with = "control",
           value_parser = parse_seconds)]
     drain_timeout: Option<Duration>,
@@ -137,7 +140,7 @@ pub struct RunConfig {
     /// As given; made absolute when the program starts.
     pub unlink: Vec<PathBuf>,
     pub ready_timeout: Duration,
-    pub drain_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
     /// `--multi`: SIGTERM to SIGKILL delay when the launcher is told to stop.
     pub stop_timeout: Duration,
 }
@@ -191,7 +194,7 @@ fn validate(args: Args) -> Result<Action, clap::Error> {
         revive: args.revive,
         unlink: args.unlink,
         ready_timeout: args.ready_timeout.unwrap_or(DEFAULT_READY_TIMEOUT),
-        drain_timeout: args.drain_timeout,
+        drain_timeout: args.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
         stop_timeout: args.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
     }))
 }
@@ -241,7 +244,7 @@ mod tests {
         assert_eq!(config.copies, None);
         assert_eq!(config.signal.number(), libc::SIGHUP);
         assert_eq!(config.ready_timeout, Duration::from_secs(60));
-        assert_eq!(config.drain_timeout, None);
+        assert_eq!(config.drain_timeout, Duration::from_secs(300));
         assert!(!config.debug && !config.wait && !config.revive);
     }
 
@@ -278,7 +281,7 @@ mod tests {
         assert_eq!(config.signal.number(), libc::SIGUSR2);
         assert_eq!(config.unlink, vec![PathBuf::from("a.pid"), "/b.pid".into()]);
         assert_eq!(config.ready_timeout, Duration::from_millis(1500));
-        assert_eq!(config.drain_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.drain_timeout, Duration::from_secs(30));
         assert_eq!(config.stop_timeout, Duration::from_secs(2));
         assert!(config.revive && config.wait && config.debug);
     }

@@ -58,7 +58,7 @@ impl Launch {
             reuseport: config.copies.is_some(),
             unlink: config.unlink.iter().map(|file| cwd.join(file)).collect(),
             ready_timeout: config.ready_timeout,
-            drain_timeout: config.drain_timeout,
+            drain_timeout: Some(config.drain_timeout),
             command: config.command.clone(),
             cwd,
         };

@@ -47,6 +47,11 @@ pub struct Options {
     pub reuseport: bool,
     /// Files removed when a restart begins.
     pub unlink: Vec<PathBuf>,
+    /// Kept holding the PID of the current master (`--pidfile`).
+    pub pidfile: Option<PathBuf>,
+    /// systemd's `NOTIFY_SOCKET`, which the launcher takes out of the program's environment
+    /// so that only huptime notifies.
+    pub notify_socket: Option<OsString>,
     /// How long a new generation may take to become ready.
     pub ready_timeout: Duration,
     /// How long a retiring generation waits for its connections; `None` waits for ever.
@@ -67,6 +72,8 @@ impl Default for Options {
             revive: false,
             reuseport: false,
             unlink: Vec::new(),
+            pidfile: None,
+            notify_socket: None,
             ready_timeout: Duration::from_secs(60),
             drain_timeout: None,
             command: Vec::new(),
@@ -115,6 +122,12 @@ impl Options {
         for path in &self.unlink {
             out.push_str(&format!(";unlink={}", hex_os(path.as_os_str())));
         }
+        if let Some(path) = &self.pidfile {
+            out.push_str(&format!(";pidfile={}", hex_os(path.as_os_str())));
+        }
+        if let Some(address) = &self.notify_socket {
+            out.push_str(&format!(";notify={}", hex_os(address)));
+        }
         for word in &self.command {
             out.push_str(&format!(";arg={}", hex_os(word)));
         }
@@ -161,6 +174,8 @@ impl Options {
                 "unlink" => options
                     .unlink
                     .push(PathBuf::from(OsString::from_vec(bytes()?))),
+                "pidfile" => options.pidfile = Some(PathBuf::from(OsString::from_vec(bytes()?))),
+                "notify" => options.notify_socket = Some(OsString::from_vec(bytes()?)),
                 "arg" => options.command.push(OsString::from_vec(bytes()?)),
                 _ => {}
             }
@@ -186,6 +201,8 @@ mod tests {
             revive: false,
             reuseport: true,
             unlink: vec!["/run/a;b.pid".into(), "rel".into()],
+            pidfile: Some("/run/app.pid".into()),
+            notify_socket: Some("@/org/freedesktop/systemd1/notify/123".into()),
             ready_timeout: Duration::from_millis(1500),
             drain_timeout: Some(Duration::from_secs(30)),
             command: vec![

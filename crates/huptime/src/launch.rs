@@ -57,6 +57,8 @@ impl Launch {
             revive: config.revive,
             reuseport: config.copies.is_some(),
             unlink: config.unlink.iter().map(|file| cwd.join(file)).collect(),
+            pidfile: None,
+            notify_socket: std::env::var_os(NOTIFY_ENV).filter(|v| !v.is_empty()),
             ready_timeout: config.ready_timeout,
             drain_timeout: Some(config.drain_timeout),
             command: config.command.clone(),
@@ -348,8 +350,11 @@ fn choose_cwd(pwd: Option<&OsStr>, real: &Path) -> PathBuf {
     }
 }
 
-/// The program's environment: the launcher's, with the library prepended to `LD_PRELOAD` and
-/// the huptime options and state set.
+/// systemd's notification socket: huptime notifies for the program, which does not see it.
+const NOTIFY_ENV: &str = "NOTIFY_SOCKET";
+
+/// The program's environment: the launcher's, with the library prepended to `LD_PRELOAD`,
+/// the huptime options and state set, and `NOTIFY_SOCKET` taken out (it is in the options).
 fn program_env(
     vars: impl IntoIterator<Item = (OsString, OsString)>,
     library: &Path,
@@ -364,7 +369,7 @@ fn program_env(
                 preload.push(":");
                 preload.push(&value);
             }
-        } else if key != OPTIONS_ENV && key != STATE_ENV {
+        } else if key != OPTIONS_ENV && key != STATE_ENV && key != NOTIFY_ENV {
             env.push((key, value));
         }
     }

@@ -7,12 +7,14 @@
 //!   reads it);
 //! - [`binding`], [`accepting`], [`descriptors`], [`waits`], [`lifecycle`]: the logic behind
 //!   each group of hooks;
-//! - [`ready`], [`retire`], [`restart`], [`signals`], [`record`]: generations coming and going.
+//! - [`ready`], [`retire`], [`restart`], [`signals`], [`record`]: generations coming and going;
+//! - [`announce`]: systemd notifications and the pid file.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms)]
 
 mod accepting;
+mod announce;
 mod binding;
 mod descriptors;
 mod epoll;

@@ -13,7 +13,7 @@ use huptime_handoff::{OPTIONS_ENV, Options, STATE_ENV, SockKind};
 use crate::fdtable::{self, Kind};
 use crate::log::{debug, warning};
 use crate::process::{self, Config, MASTER, PARENT, PID, READY_PENDING, RETIRING, STDIO};
-use crate::{ready, real, record, restart, retire, signals, sockets, sys};
+use crate::{announce, ready, real, record, restart, retire, signals, sockets, sys};
 
 /// The value of `name` in a NULL-terminated `envp`.
 fn env_value<'a>(envp: *const *const c_char, name: &str) -> Option<&'a str> {
@@ -147,6 +147,7 @@ pub fn activate(envp: *const *const c_char) {
         Some(fds) if fds.iter().all(|&fd| sys::is_open(fd)) => Some(fds),
         _ => save_stdio(),
     };
+    let environment = capture_environment(envp);
     let config = Config {
         options,
         instance: state.instance.clone(),
@@ -154,7 +155,7 @@ pub fn activate(envp: *const *const c_char) {
         generation_since: process::now_secs(),
         first_sigmask: state.sigmask,
         first_ignored: state.ignored,
-        environment: capture_environment(envp),
+        environment,
     };
     let signal = config.options.signal;
     READY_PENDING.store(true, Ordering::SeqCst);
@@ -171,10 +172,7 @@ pub fn activate(envp: *const *const c_char) {
     if let Some(fd) = state.ready_fd.filter(|&fd| sys::socket_type(fd).is_some()) {
         ready::set_channel(fd);
     }
-    if let Err(error) = signals::install(
-        signal,
-        signal <= 64 && state.ignored & (1u64 << (signal - 1)) != 0,
-    ) {
+    if let Err(error) = signals::install(signal, state.ignored) {
         warning!("cannot install the restart signal handler: {error}");
     }
     // SAFETY: registering plain extern "C" functions.
@@ -285,6 +283,7 @@ pub fn became_session_leader() {
     MASTER.store(true, Ordering::SeqCst);
     process::MASTER_PID.store(PID.load(Ordering::Relaxed), Ordering::Relaxed);
     debug!("setsid in a forked child: it is the master now (a daemon)");
+    announce::became_master();
     if sockets::any_bound() || sockets::has_unclaimed() {
         restart::start_thread();
     }
@@ -299,7 +298,8 @@ pub fn exiting(status: c_int) {
         return;
     }
     restart::revive(status);
-    if process::is_master() {
+    if process::is_master() && !RETIRING.load(Ordering::SeqCst) {
+        announce::stopping();
         record::remove();
     }
 }

@@ -12,12 +12,12 @@
 //! is not one of our messages.
 
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::process::{self, PARENT, PID};
 use crate::restart::{self, Wake};
 use crate::retire::{self, DRAIN_DEADLINE, RETIRE, RETIRE_SIGNAL, WAKE};
-use crate::{errno, real};
+use crate::{announce, errno, real};
 
 /// A disposition as the program believes it is. Atomics: the handler reads it.
 struct ProgramView {
@@ -67,6 +67,9 @@ impl ProgramView {
 
 static RESTART_VIEW: ProgramView = ProgramView::default_action();
 static RETIRE_VIEW: ProgramView = ProgramView::default_action();
+static STOP_VIEW: ProgramView = ProgramView::default_action();
+/// SIGTERM passes through our handler (to send `STOPPING=1`) only under a service manager.
+static STOP_WATCHED: AtomicBool = AtomicBool::new(false);
 
 /// The program's view of `sig`, when it is one of ours.
 fn view_of(sig: c_int) -> Option<&'static ProgramView> {
@@ -74,6 +77,8 @@ fn view_of(sig: c_int) -> Option<&'static ProgramView> {
         Some(&RESTART_VIEW)
     } else if sig == RETIRE_SIGNAL {
         Some(&RETIRE_VIEW)
+    } else if sig == libc::SIGTERM && STOP_WATCHED.load(Ordering::Acquire) {
+        Some(&STOP_VIEW)
     } else {
         None
     }
@@ -111,12 +116,23 @@ pub fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
 
 /// Installs both handlers. `restart_ignored`: the first start ignored the restart signal
 /// (`nohup`), which is then what the program sees.
-pub fn install(restart_signal: c_int, restart_ignored: bool) -> Result<(), std::io::Error> {
-    if restart_ignored {
+/// `first_ignored`: the signals ignored at the first start (`nohup` ignores SIGHUP), which is
+/// then what the program sees for the ones we take.
+pub fn install(restart_signal: c_int, first_ignored: u64) -> Result<(), std::io::Error> {
+    let ignored = |sig: c_int| (1..=64).contains(&sig) && first_ignored & (1 << (sig - 1)) != 0;
+    if ignored(restart_signal) {
         RESTART_VIEW.handler.store(libc::SIG_IGN, Ordering::Release);
     }
     install_one(restart_signal, on_restart_signal)?;
-    install_one(RETIRE_SIGNAL, on_retire_signal)
+    install_one(RETIRE_SIGNAL, on_retire_signal)?;
+    if announce::has_notify_socket() && restart_signal != libc::SIGTERM {
+        if ignored(libc::SIGTERM) {
+            STOP_VIEW.handler.store(libc::SIG_IGN, Ordering::Release);
+        }
+        STOP_WATCHED.store(true, Ordering::Release);
+        install_one(libc::SIGTERM, on_stop_signal)?;
+    }
+    Ok(())
 }
 
 type Handler = extern "C" fn(c_int, *mut libc::siginfo_t, *mut libc::c_void);
@@ -185,6 +201,27 @@ extern "C" fn on_restart_signal(
         Some((WAKE, from)) if from == PID.load(Ordering::Relaxed) => {}
         _ if process::is_master() => restart::wake(Wake::Restart),
         _ => {}
+    }
+}
+
+/// SIGTERM under a service manager: `STOPPING=1` from the master, then what the program asked
+/// for (the default action kills the process, as it would have).
+extern "C" fn on_stop_signal(sig: c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let _errno = errno::Preserve::now();
+    if process::is_master() && !crate::process::RETIRING.load(Ordering::SeqCst) {
+        announce::stopping_from_signal();
+    }
+    if STOP_VIEW.handler.load(Ordering::Acquire) == libc::SIG_DFL {
+        // SAFETY: back to the default action, then the signal again: it is blocked while this
+        // handler runs, so it is delivered (and kills) right after we return.
+        unsafe {
+            let mut default: libc::sigaction = std::mem::zeroed();
+            default.sa_sigaction = libc::SIG_DFL;
+            real::sigaction(sig, &default, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+    } else {
+        chain(&STOP_VIEW, sig, info, context);
     }
 }
 

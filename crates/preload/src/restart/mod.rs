@@ -21,7 +21,7 @@ use huptime_handoff::{Mode, Options};
 use crate::fdtable::{self, Kind};
 use crate::log::{debug, warning};
 use crate::process::{self, Config, GENERATION, PID, READY_PENDING, RETIRING};
-use crate::{epoll, ready, record, reentry, retire, sockets, sys};
+use crate::{announce, epoll, ready, record, reentry, retire, sockets, sys};
 
 /// Why the restart thread is woken.
 #[derive(Clone, Copy)]
@@ -171,6 +171,7 @@ fn run() {
         attempts: 0,
         last: None,
         requested: process::RESTART_PENDING.swap(false, Ordering::SeqCst),
+        announced: false,
     };
     restarter.publish();
     loop {
@@ -211,6 +212,8 @@ struct Restarter {
     attempts: u64,
     last: Option<Outcome>,
     requested: bool,
+    /// This generation's readiness was announced.
+    announced: bool,
 }
 
 impl Restarter {
@@ -218,13 +221,19 @@ impl Restarter {
         &self.config.options
     }
 
-    fn publish(&self) {
-        let phase = if READY_PENDING.load(Ordering::SeqCst) {
-            Phase::Starting
-        } else {
+    /// Writes the record, and announces readiness the first time it is seen.
+    fn publish(&mut self) {
+        let ready = !READY_PENDING.load(Ordering::SeqCst);
+        let phase = if ready {
             Phase::Serving
+        } else {
+            Phase::Starting
         };
         record::write(phase, self.last.as_ref());
+        if ready && !self.announced {
+            self.announced = true;
+            announce::ready(GENERATION.load(Ordering::Relaxed));
+        }
     }
 
     fn absorb(&mut self, events: &[u8]) {
@@ -250,6 +259,7 @@ impl Restarter {
             self.options().mode.name()
         );
         record::write(Phase::Restarting, self.last.as_ref());
+        announce::reloading();
         for path in &self.options().unlink {
             match std::fs::remove_file(path) {
                 Ok(()) => debug!("removed {}", path.display()),
@@ -261,6 +271,7 @@ impl Restarter {
             Mode::Exec => self.exec_restart(started),
         };
         warning!("restart failed, generation {generation} goes on serving: {failure}");
+        announce::rolled_back(&failure);
         self.last = Some(Outcome {
             attempt: self.attempts,
             ok: false,
@@ -339,6 +350,7 @@ impl Restarter {
                 );
                 sys::close(child.pidfd);
                 self.succeeded(started, Some(master));
+                announce::handed_over(master);
                 self.retire_and_exit(child.pid, master)
             }
             Err(reason) => {

@@ -45,6 +45,9 @@ pub struct Options {
     pub revive: bool,
     /// Set `SO_REUSEPORT` on every internet socket before it is bound (`--multi`).
     pub reuseport: bool,
+    /// A supervisor (`--supervise`, `--multi`) is the service's stable main process: the
+    /// library never announces a new main PID.
+    pub supervised: bool,
     /// Files removed when a restart begins.
     pub unlink: Vec<PathBuf>,
     /// Kept holding the PID of the current master (`--pidfile`).
@@ -71,6 +74,7 @@ impl Default for Options {
             wait: false,
             revive: false,
             reuseport: false,
+            supervised: false,
             unlink: Vec::new(),
             pidfile: None,
             notify_socket: None,
@@ -106,13 +110,14 @@ impl Options {
     /// Encodes the options for the environment.
     pub fn encode(&self) -> String {
         let mut out = format!(
-            "v1;mode={};signal={};debug={};wait={};revive={};reuseport={};ready={}",
+            "v1;mode={};signal={};debug={};wait={};revive={};reuseport={};supervised={};ready={}",
             self.mode.name(),
             self.signal,
             flag(self.debug),
             flag(self.wait),
             flag(self.revive),
             flag(self.reuseport),
+            flag(self.supervised),
             self.ready_timeout.as_millis(),
         );
         if let Some(drain) = self.drain_timeout {
@@ -163,6 +168,7 @@ impl Options {
                 "wait" => options.wait = bool_value()?,
                 "revive" => options.revive = bool_value()?,
                 "reuseport" => options.reuseport = bool_value()?,
+                "supervised" => options.supervised = bool_value()?,
                 "ready" => {
                     options.ready_timeout = Duration::from_millis(value.parse().map_err(|_| bad())?)
                 }
@@ -200,6 +206,7 @@ mod tests {
             wait: true,
             revive: false,
             reuseport: true,
+            supervised: true,
             unlink: vec!["/run/a;b.pid".into(), "rel".into()],
             pidfile: Some("/run/app.pid".into()),
             notify_socket: Some("@/org/freedesktop/systemd1/notify/123".into()),

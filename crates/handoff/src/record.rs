@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hex;
 use crate::options::Mode;
+use crate::state::InheritedSocket;
 
 const FORMAT: &str = "huptime-record/1";
 
@@ -92,6 +93,10 @@ pub struct InstanceRecord {
     pub command: Vec<OsString>,
     /// Human-readable bound sockets.
     pub sockets: Vec<String>,
+    /// The master's descriptors of the sockets it would hand over, with their identities: a
+    /// supervisor (`--supervise`) takes copies of them (`pidfd_getfd`) to start the program again
+    /// on the same sockets if it crashes.
+    pub listeners: Vec<InheritedSocket>,
     /// Tracked connections open when the record was written.
     pub connections: u64,
     /// The last restart attempt, if any.
@@ -137,6 +142,13 @@ impl InstanceRecord {
         for socket in &self.sockets {
             out.push_str(&format!("socket={}\n", hex::encode(socket.as_bytes())));
         }
+        for listener in &self.listeners {
+            out.push_str(&format!(
+                "listener={},{}\n",
+                listener.fd,
+                listener.identity.encode()
+            ));
+        }
         if let Some(last) = &self.last {
             out.push_str(&format!(
                 "last={},{},{},{},{}\n",
@@ -169,6 +181,7 @@ impl InstanceRecord {
             signal: libc::SIGHUP,
             command: Vec::new(),
             sockets: Vec::new(),
+            listeners: Vec::new(),
             connections: 0,
             last: None,
         };
@@ -205,6 +218,13 @@ impl InstanceRecord {
                 "socket" => record.sockets.push(
                     String::from_utf8(hex::decode(value).ok_or_else(bad)?).map_err(|_| bad())?,
                 ),
+                "listener" => {
+                    let (fd, identity) = value.split_once(',').ok_or_else(bad)?;
+                    record.listeners.push(InheritedSocket {
+                        fd: fd.parse().map_err(|_| bad())?,
+                        identity: identity.parse().map_err(|_| bad())?,
+                    });
+                }
                 "last" => {
                     let parts: Vec<&str> = value.splitn(5, ',').collect();
                     if parts.len() != 5 {
@@ -272,6 +292,10 @@ mod tests {
             signal: 10,
             command: vec!["python3".into(), "a b.py".into()],
             sockets: vec!["tcp 127.0.0.1:80".into()],
+            listeners: vec![InheritedSocket {
+                fd: 3,
+                identity: "stream/in4/127.0.0.1/80/-".parse().unwrap(),
+            }],
             connections: 4,
             last: Some(Outcome {
                 attempt: 2,

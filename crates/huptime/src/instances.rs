@@ -87,6 +87,7 @@ mod tests {
             signal: libc::SIGHUP,
             command: words("python3 -u server.py"),
             sockets: vec![],
+            listeners: vec![],
             connections: 0,
             last: None,
         }

@@ -56,6 +56,7 @@ impl Launch {
             wait: config.wait,
             revive: config.revive,
             reuseport: config.copies.is_some(),
+            supervised: config.copies.is_some(),
             unlink: config.unlink.iter().map(|file| cwd.join(file)).collect(),
             pidfile: None,
             notify_socket: std::env::var_os(NOTIFY_ENV).filter(|v| !v.is_empty()),
@@ -110,6 +111,7 @@ impl Launch {
             signal: self.options.signal,
             command: self.options.command.clone(),
             sockets: Vec::new(),
+            listeners: Vec::new(),
             connections: 0,
             last: None,
         };

@@ -176,6 +176,7 @@ mod tests {
             signal: libc::SIGHUP,
             command: vec!["srv".into()],
             sockets: vec![],
+            listeners: vec![],
             connections: 0,
             last: None,
         }

@@ -121,9 +121,14 @@ pub fn reloading() {
     ));
 }
 
-/// Fork mode: the new generation, whose master is `master`, took over.
+/// Fork mode: the new generation, whose master is `master`, took over. Under a supervisor the
+/// main PID does not change.
 pub fn handed_over(master: i32) {
-    notify(&format!("MAINPID={master}\nREADY=1"));
+    if process::config().is_some_and(|c| c.options.supervised) {
+        notify("READY=1");
+    } else {
+        notify(&format!("MAINPID={master}\nREADY=1"));
+    }
 }
 
 /// The restart failed and this generation goes on serving.
@@ -134,7 +139,9 @@ pub fn rolled_back(reason: &str) {
 
 /// A forked child took over as master (a daemon).
 pub fn became_master() {
-    notify(&format!("MAINPID={}", PID.load(Ordering::Relaxed)));
+    if !process::config().is_some_and(|c| c.options.supervised) {
+        notify(&format!("MAINPID={}", PID.load(Ordering::Relaxed)));
+    }
 }
 
 /// The master ends without handing over: the service stops.

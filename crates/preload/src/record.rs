@@ -49,6 +49,7 @@ pub fn write(phase: Phase, last: Option<&Outcome>) {
         signal: config.options.signal,
         command: config.options.command.clone(),
         sockets: sockets::describe(),
+        listeners: sockets::handover(),
         connections: CONNECTIONS.load(Ordering::Relaxed).max(0) as u64,
         last: last.cloned(),
     };

@@ -4,8 +4,9 @@
 //! goes to the pid in its pid file, as an init script would send it. Three restarts under load,
 //! in fork and exec mode, binding before daemonizing and after: no request fails, each restart
 //! serves the new version from a new daemon, and the old daemon is gone afterwards (a daemon
-//! that restarts forks again, so even in exec mode the daemon's pid changes). Needs
-//! `cargo build --workspace`.
+//! that restarts forks again, so even in exec mode the daemon's pid changes). Every generation
+//! prints its start line on the first start's stdout, although the daemon that restarts it has
+//! pointed its own at /dev/null. Needs `cargo build --workspace`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -117,6 +118,18 @@ fn restart_daemon(mode: Mode, bind_after_daemonizing: bool) {
     let expected: BTreeSet<String> = (1..=RESTARTS + 1).map(|n| format!("v{n}")).collect();
     let seen: BTreeSet<String> = report.versions().into_iter().map(String::from).collect();
     assert_eq!(seen, expected, "versions the load saw:\n{report}");
+    // Each generation started from a daemon whose stdout is /dev/null, yet printed its start
+    // line where the first one did: restarts get descriptors 0, 1, 2 of the first start.
+    let started: Vec<String> = launched
+        .stdout()
+        .lines()
+        .filter_map(|line| line.strip_prefix("starting ").map(String::from))
+        .collect();
+    let expected_starts: Vec<String> = (1..=RESTARTS + 1).map(|n| format!("v{n}")).collect();
+    assert_eq!(
+        started, expected_starts,
+        "start lines on the first start's stdout"
+    );
     // Every pid that answered for an old version is gone too.
     let old_pids: Vec<u32> = (1..=RESTARTS)
         .flat_map(|n| report.pids_with(&format!("v{n}")))

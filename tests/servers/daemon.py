@@ -3,6 +3,10 @@
 the child calls setsid(), leaves the start directory, points stdin and stdout at /dev/null, writes
 its pid file and serves with a blocking accept loop. Stderr stays where it was, for the logs.
 
+Before it detaches it prints `starting <version>` on stdout, where a foreground program would:
+restarted by huptime from a daemon whose stdout is /dev/null, it must still print there, since a
+restart gets descriptors 0, 1, 2 as they were at the first start.
+
 With --bind-after-daemonizing it daemonizes first and binds afterwards, as daemons do that read
 their configuration only once detached.
 
@@ -43,6 +47,7 @@ def main() -> None:
         help="daemonize first, then bind and listen",
     )
     config, args = common.parse_config(parser)
+    print(f"starting {config.version}", flush=True)
     if args.bind_after_daemonizing:
         daemonize()
         listener = common.tcp_listener(config.host, config.port)

@@ -24,15 +24,10 @@ const COPIED_OPTIONS: [(c_int, c_int); 6] = [
     (libc::IPPROTO_TCP, libc::TCP_FASTOPEN),
 ];
 
-/// Works out the identity a bind asks for, or `None` for sockets we leave alone.
-fn identity(fd: RawFd, raw: &[u8]) -> Option<SocketIdentity> {
-    let address = Address::from_sockaddr(raw)?;
+/// The identity of socket `fd` bound (or about to be bound) to `address`.
+fn identity_at(fd: RawFd, address: Address) -> Option<SocketIdentity> {
     let kind = SockKind::from_so_type(sys::socket_type(fd)?)?;
     let inet = matches!(address, Address::V4(..) | Address::V6(..));
-    if inet && process::config().is_some_and(|c| c.options.reuseport) {
-        // --multi: every copy binds its own socket on the shared port.
-        sys::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
-    }
     let v6only = matches!(address, Address::V6(..))
         && sys::get_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) == Some(1);
     let reuseport =
@@ -43,6 +38,17 @@ fn identity(fd: RawFd, raw: &[u8]) -> Option<SocketIdentity> {
         v6only,
         reuseport,
     })
+}
+
+/// The identity of a bound socket, from the kernel (`getsockname`). Worked out only when it is
+/// needed (a handover, the instance record), so that a plain `bind` costs one system call.
+pub fn identity_of_bound(fd: RawFd) -> Option<SocketIdentity> {
+    // SAFETY: sockaddr_storage is plain data.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = sys::local_address(fd, &mut storage)?;
+    // SAFETY: the kernel filled `len` bytes of `storage`.
+    let raw = unsafe { std::slice::from_raw_parts((&raw const storage).cast::<u8>(), len) };
+    identity_at(fd, Address::from_sockaddr(raw)?)
 }
 
 /// Puts the inherited socket `inherited` behind the program's descriptor `fd`.
@@ -65,51 +71,58 @@ fn adopt(fd: RawFd, inherited: RawFd) -> bool {
 
 /// `bind(fd, addr, len)`.
 pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
-    let identity = if addr.is_null() {
+    let address = if addr.is_null() {
         None
     } else {
         // SAFETY: the caller passes an address of `len` bytes.
         let raw = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
-        let _errno = errno::Preserve::now();
-        identity(fd, raw)
+        Address::from_sockaddr(raw)
     };
-    let Some(identity) = identity else {
+    let Some(address) = address else {
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real::bind(fd, addr, len) };
     };
-    if !identity.address.is_ephemeral()
-        && let Some(inherited) = sockets::claim(&identity)
-    {
+    let inet = matches!(address, Address::V4(..) | Address::V6(..));
+    if inet && process::config().is_some_and(|c| c.options.reuseport) {
+        // --multi: every copy binds its own socket on the shared port.
         let _errno = errno::Preserve::now();
-        if adopt(fd, inherited) {
+        sys::set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1);
+    }
+    if !address.is_ephemeral() && sockets::has_unclaimed() {
+        let _errno = errno::Preserve::now();
+        if let Some(identity) = identity_at(fd, address.clone())
+            && let Some(inherited) = sockets::claim(&identity)
+        {
+            if adopt(fd, inherited) {
+                fdtable::clear(inherited);
+                sys::close(inherited);
+                debug!("bind {identity} on fd {fd}: given the inherited socket");
+                sockets::add(fd, Some(identity), true);
+                after_bind(fd);
+                return 0;
+            }
+            debug!(
+                "bind {identity} on fd {fd}: could not adopt the inherited socket, binding afresh"
+            );
             fdtable::clear(inherited);
             sys::close(inherited);
-            debug!("bind {identity} on fd {fd}: given the inherited socket");
-            let kind = identity.kind;
-            sockets::add(fd, identity, true);
-            after_bind(fd, kind);
-            return 0;
         }
-        debug!("bind {identity} on fd {fd}: could not adopt the inherited socket, binding afresh");
-        fdtable::clear(inherited);
-        sys::close(inherited);
     }
     // SAFETY: forwarding the caller's arguments.
     let result = unsafe { real::bind(fd, addr, len) };
     if result == 0 {
         let _errno = errno::Preserve::now();
-        debug!("bind {identity} on fd {fd}: new socket");
-        let kind = identity.kind;
-        sockets::add(fd, identity, false);
-        after_bind(fd, kind);
+        debug!("bind {address} on fd {fd}: new socket");
+        sockets::add(fd, None, false);
+        after_bind(fd);
     }
     result
 }
 
-fn after_bind(fd: RawFd, kind: SockKind) {
+fn after_bind(fd: RawFd) {
     restart::start_thread();
     // A datagram socket counts as served once bound: both generations read one buffer.
-    if kind == SockKind::Datagram && ready::pending() {
+    if ready::pending() && sys::socket_type(fd) == Some(libc::SOCK_DGRAM) {
         ready::served(fd);
     }
 }

@@ -15,8 +15,9 @@ use crate::{process, sys};
 
 /// A socket the program bound (or claimed from the previous generation).
 pub struct BoundSocket {
-    /// What a bind must ask for to get it.
-    pub identity: SocketIdentity,
+    /// What a bind must ask for to get it; worked out when first needed (see
+    /// [`crate::binding::identity_of_bound`]).
+    identity: Option<SocketIdentity>,
     /// The program's descriptors referring to it (a `dup` adds one).
     pub fds: Vec<RawFd>,
     /// Claimed from the previous generation rather than bound afresh.
@@ -81,8 +82,18 @@ pub fn aliases(fd: RawFd) -> Vec<RawFd> {
         .map_or_else(Vec::new, |s| s.fds.clone())
 }
 
+impl BoundSocket {
+    /// The identity, worked out now if it was not yet. `None` for a family we do not hand over.
+    fn identity(&mut self) -> Option<&SocketIdentity> {
+        if self.identity.is_none() {
+            self.identity = crate::binding::identity_of_bound(*self.fds.first()?);
+        }
+        self.identity.as_ref()
+    }
+}
+
 /// Records a newly bound (or claimed) socket behind `fd`.
-pub fn add(fd: RawFd, identity: SocketIdentity, inherited: bool) {
+pub fn add(fd: RawFd, identity: Option<SocketIdentity>, inherited: bool) {
     fdtable::set(fd, Kind::Bound);
     REGISTRY.lock().bound.push(BoundSocket {
         identity,
@@ -121,16 +132,21 @@ pub fn remove_fd(fd: RawFd) {
     if !socket.fds.is_empty() {
         return;
     }
-    let socket = registry.bound.remove(index);
-    if keep
+    if !keep {
+        registry.bound.remove(index);
+        return;
+    }
+    socket.fds.push(fd);
+    let identity = socket.identity().cloned();
+    registry.bound.remove(index);
+    if let Some(identity) = identity
         && crate::retire::serves_clients(fd).is_some()
         && let Some(copy) = sys::duplicate_above(fd, 3)
     {
         fdtable::set(copy, Kind::Internal);
-        registry.unclaimed.push(InheritedSocket {
-            fd: copy,
-            identity: socket.identity,
-        });
+        registry
+            .unclaimed
+            .push(InheritedSocket { fd: copy, identity });
     }
 }
 
@@ -155,10 +171,13 @@ pub fn mark_served(fd: RawFd) -> Served {
         return Served::Unchanged;
     }
     socket.served = true;
-    let all = registry
-        .bound
-        .iter()
-        .all(|s| s.served || !s.inherited || !s.identity.kind.is_connection_oriented());
+    let all = registry.bound.iter().all(|s| {
+        let connection_oriented = s
+            .identity
+            .as_ref()
+            .is_some_and(|i| i.kind.is_connection_oriented());
+        s.served || !s.inherited || !connection_oriented
+    });
     if all { Served::All } else { Served::Partly }
 }
 
@@ -196,15 +215,19 @@ pub fn has_unclaimed() -> bool {
 /// local port of an outgoing connection is not a server socket). Unclaimed inherited sockets
 /// go along too, so a restart before readiness loses nothing.
 pub fn handover() -> Vec<InheritedSocket> {
-    let registry = REGISTRY.lock();
-    let bound = registry.bound.iter().filter_map(|socket| {
-        let fd = *socket.fds.first()?;
-        crate::retire::serves_clients(fd).map(|_| InheritedSocket {
-            fd,
-            identity: socket.identity.clone(),
+    let mut registry = REGISTRY.lock();
+    let mut sockets: Vec<InheritedSocket> = registry
+        .bound
+        .iter_mut()
+        .filter_map(|socket| {
+            let fd = *socket.fds.first()?;
+            crate::retire::serves_clients(fd)?;
+            let identity = socket.identity()?.clone();
+            Some(InheritedSocket { fd, identity })
         })
-    });
-    bound.chain(registry.unclaimed.iter().cloned()).collect()
+        .collect();
+    sockets.extend(registry.unclaimed.iter().cloned());
+    sockets
 }
 
 /// Human-readable addresses of the bound sockets, for the instance record.
@@ -212,8 +235,8 @@ pub fn describe() -> Vec<String> {
     REGISTRY
         .lock()
         .bound
-        .iter()
-        .map(|s| s.identity.to_string())
+        .iter_mut()
+        .filter_map(|s| s.identity().map(ToString::to_string))
         .collect()
 }
 

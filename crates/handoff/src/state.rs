@@ -43,6 +43,9 @@ pub struct HandoverState {
     pub ready_fd: Option<RawFd>,
     /// When the instance was first started, in seconds since the Unix epoch.
     pub since: u64,
+    /// When the restart that starts this generation began (milliseconds since the Unix epoch),
+    /// so the new master can report how long it took.
+    pub restart_began_ms: Option<u64>,
     /// The sockets handed over, in the order the old generation bound them.
     pub sockets: Vec<InheritedSocket>,
 }
@@ -79,6 +82,9 @@ impl HandoverState {
         }
         if let Some(fd) = self.ready_fd {
             out.push_str(&format!(";ready={fd}"));
+        }
+        if let Some(began) = self.restart_began_ms {
+            out.push_str(&format!(";began={began}"));
         }
         for socket in &self.sockets {
             out.push_str(&format!(";sock={},{}", socket.fd, socket.identity.encode()));
@@ -134,6 +140,7 @@ impl HandoverState {
                     state.stdio = Some(fds);
                 }
                 "ready" => state.ready_fd = Some(parse_fd(value).ok_or_else(bad)?),
+                "began" => state.restart_began_ms = Some(value.parse().map_err(|_| bad())?),
                 "sock" => {
                     let (fd, identity) = value.split_once(',').ok_or_else(bad)?;
                     state.sockets.push(InheritedSocket {
@@ -178,6 +185,7 @@ mod tests {
             ignored: 1 << 12,
             ready_fd: Some(9),
             since: 1_700_000_000,
+            restart_began_ms: Some(1_700_000_123_456),
             sockets: vec![
                 InheritedSocket {
                     fd: 5,

@@ -23,6 +23,8 @@ const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Long enough for the requests in flight of nearly every service; bounded, because idle
 /// keep-alive connections would otherwise keep every old generation alive (see README).
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+/// `--supervise`: the longest delay before a crashing program is started again.
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,9 +34,9 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
     long_about = "Runs COMMAND so that the restart signal (SIGHUP by default) starts it again \
                   from disk while its listening sockets stay open: no client notices.",
     override_usage = "huptime [OPTIONS] [--] COMMAND [ARGS...]\n       \
-                      huptime --restart [--timeout=SECONDS] [--] COMMAND [ARGS...]\n       \
-                      huptime --stop [--timeout=SECONDS] [--] COMMAND [ARGS...]\n       \
-                      huptime --status [[--] COMMAND [ARGS...]]",
+                      huptime --restart [--timeout=SECONDS] {--pidfile=FILE | [--] COMMAND [ARGS...]}\n       \
+                      huptime --stop [--timeout=SECONDS] {--pidfile=FILE | [--] COMMAND [ARGS...]}\n       \
+                      huptime --status [--json] [--pidfile=FILE | [--] COMMAND [ARGS...]]",
     group(ArgGroup::new("control").args(["restart", "stop", "status"])),
 )]
 struct Args {
@@ -50,6 +52,21 @@ struct Args {
     #[arg(long, value_name = "N", help_heading = RUN_HEADING, conflicts_with = "control",
           value_parser = clap::value_parser!(u32).range(1..))]
     multi: Option<u32>,
+
+    /// Stay the parent with a stable PID (PID 1 in a container): forward signals, reap orphans,
+    /// and start the program again on the same sockets when it crashes
+    #[arg(long, help_heading = RUN_HEADING, conflicts_with_all = ["control", "multi"])]
+    supervise: bool,
+
+    /// --supervise: the longest delay before a crashing program is started again [default: 10]
+    #[arg(long, value_name = "SECONDS", help_heading = RUN_HEADING, requires = "supervise",
+          value_parser = parse_seconds)]
+    max_backoff: Option<Duration>,
+
+    /// Leave sockets passed by systemd (LISTEN_FDS) to the program untouched instead of turning
+    /// them into inherited sockets
+    #[arg(long, help_heading = RUN_HEADING, conflicts_with = "control")]
+    pass_listen_fds: bool,
 
     /// Start the program again, keeping its sockets, when it exits
     #[arg(long, help_heading = RUN_HEADING, conflicts_with = "control")]
@@ -94,7 +111,16 @@ struct Args {
     #[arg(long, help_heading = CONTROL_HEADING)]
     status: bool,
 
-    /// --stop and --multi: delay from SIGTERM to SIGKILL [default: 10];
+    /// Running: keep FILE holding the PID of the current master (of the launcher with --multi
+    /// or --supervise). --restart/--stop/--status: act on the instance FILE names, not COMMAND
+    #[arg(long, value_name = "FILE")]
+    pidfile: Option<PathBuf>,
+
+    /// --status: print the instances as JSON (see the README for the schema)
+    #[arg(long, help_heading = CONTROL_HEADING)]
+    json: bool,
+
+    /// --stop, --multi and --supervise: delay from SIGTERM to SIGKILL [default: 10];
     /// --restart: how long to wait for the new generation [default: 120]
     #[arg(long, value_name = "SECONDS", help_heading = CONTROL_HEADING,
           conflicts_with = "status", value_parser = parse_seconds)]
@@ -106,23 +132,26 @@ struct Args {
     command: Vec<OsString>,
 }
 
+/// Which running instances a control action means.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub enum Target {
+    /// Those started as this command (see `instances::matches`); empty means all of them.
+    Command(Vec<OsString>),
+    /// Exactly the instance whose master (or supervisor) this pid file names.
+    PidFile(PathBuf),
+}
+
 /// What the launcher was asked to do.
 #[derive(Debug, PartialEq)]
 pub enum Action {
     /// Run a program under huptime.
     Run(RunConfig),
-    /// Describe running instances; an empty command means all of them.
-    Status { command: Vec<OsString> },
+    /// Describe running instances, as text or JSON.
+    Status { target: Target, json: bool },
     /// Restart matching instances, waiting up to `timeout` for each.
-    Restart {
-        command: Vec<OsString>,
-        timeout: Duration,
-    },
+    Restart { target: Target, timeout: Duration },
     /// Stop matching instances, escalating to SIGKILL after `timeout`.
-    Stop {
-        command: Vec<OsString>,
-        timeout: Duration,
-    },
+    Stop { target: Target, timeout: Duration },
 }
 
 /// Everything needed to run a program.
@@ -133,6 +162,14 @@ pub struct RunConfig {
     pub mode: Mode,
     /// `--multi`: how many copies a supervising launcher runs.
     pub copies: Option<NonZeroU32>,
+    /// `--supervise`: stay the parent and start the program again when it crashes.
+    pub supervise: bool,
+    /// `--supervise`: the longest delay between two starts of a crashing program.
+    pub max_backoff: Duration,
+    /// `--pidfile`: as given; made absolute when the program starts.
+    pub pidfile: Option<PathBuf>,
+    /// `--pass-listen-fds`: leave systemd's `LISTEN_*` and their descriptors to the program.
+    pub pass_listen_fds: bool,
     pub signal: Signal,
     pub debug: bool,
     pub wait: bool,
@@ -141,7 +178,7 @@ pub struct RunConfig {
     pub unlink: Vec<PathBuf>,
     pub ready_timeout: Duration,
     pub drain_timeout: Duration,
-    /// `--multi`: SIGTERM to SIGKILL delay when the launcher is told to stop.
+    /// `--multi`, `--supervise`: SIGTERM to SIGKILL delay when the launcher is told to stop.
     pub stop_timeout: Duration,
 }
 
@@ -157,37 +194,63 @@ where
 
 fn validate(args: Args) -> Result<Action, clap::Error> {
     let usage = |message: &str| Args::command().error(ErrorKind::MissingRequiredArgument, message);
+    let control = args.status || args.restart || args.stop;
+    if args.json && !args.status {
+        return Err(Args::command().error(
+            ErrorKind::ArgumentConflict,
+            "--json applies to --status only",
+        ));
+    }
+    if control && args.pidfile.is_some() && !args.command.is_empty() {
+        return Err(Args::command().error(
+            ErrorKind::ArgumentConflict,
+            "give either --pidfile=FILE or COMMAND to say which instance, not both",
+        ));
+    }
+    let target = match args.pidfile.clone() {
+        Some(path) if control => Target::PidFile(path),
+        _ => Target::Command(args.command.clone()),
+    };
     if args.status {
         return Ok(Action::Status {
-            command: args.command,
+            target,
+            json: args.json,
         });
     }
-    if args.command.is_empty() {
-        return Err(usage("COMMAND is required"));
+    if target == Target::Command(Vec::new()) {
+        return Err(usage(if control {
+            "COMMAND or --pidfile=FILE is required"
+        } else {
+            "COMMAND is required"
+        }));
     }
     if args.restart {
         return Ok(Action::Restart {
-            command: args.command,
+            target,
             timeout: args.timeout.unwrap_or(DEFAULT_RESTART_TIMEOUT),
         });
     }
     if args.stop {
         return Ok(Action::Stop {
-            command: args.command,
+            target,
             timeout: args.timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         });
     }
     let copies = args.multi.and_then(NonZeroU32::new);
-    if args.timeout.is_some() && copies.is_none() {
+    if args.timeout.is_some() && copies.is_none() && !args.supervise {
         return Err(Args::command().error(
             ErrorKind::ArgumentConflict,
-            "--timeout applies to --multi, --restart and --stop only",
+            "--timeout applies to --multi, --supervise, --restart and --stop only",
         ));
     }
     Ok(Action::Run(RunConfig {
         command: args.command,
         mode: if args.exec { Mode::Exec } else { Mode::Fork },
         copies,
+        supervise: args.supervise,
+        max_backoff: args.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF),
+        pidfile: args.pidfile,
+        pass_listen_fds: args.pass_listen_fds,
         signal: args.signal.unwrap_or_default(),
         debug: args.debug,
         wait: args.wait,
@@ -290,22 +353,64 @@ mod tests {
     fn control_forms() {
         assert_eq!(
             parse(&["--status"]).unwrap(),
-            Action::Status { command: vec![] }
+            Action::Status {
+                target: Target::Command(vec![]),
+                json: false
+            }
         );
         assert_eq!(
             parse(&["--restart", "python3", "a.py"]).unwrap(),
             Action::Restart {
-                command: words(&["python3", "a.py"]),
+                target: Target::Command(words(&["python3", "a.py"])),
                 timeout: Duration::from_secs(120)
             }
         );
         assert_eq!(
             parse(&["--timeout=0", "--stop", "--", "-weird"]).unwrap(),
             Action::Stop {
-                command: words(&["-weird"]),
+                target: Target::Command(words(&["-weird"])),
                 timeout: Duration::ZERO
             }
         );
+    }
+
+    #[test]
+    fn pidfile_forms() {
+        let file = || Target::PidFile("/run/app.pid".into());
+        assert_eq!(
+            parse(&["--status", "--json", "--pidfile=/run/app.pid"]).unwrap(),
+            Action::Status {
+                target: file(),
+                json: true
+            }
+        );
+        assert_eq!(
+            parse(&["--restart", "--pidfile", "/run/app.pid", "--timeout=5"]).unwrap(),
+            Action::Restart {
+                target: file(),
+                timeout: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(
+            parse(&["--stop", "--pidfile=/run/app.pid"]).unwrap(),
+            Action::Stop {
+                target: file(),
+                timeout: Duration::from_secs(10)
+            }
+        );
+        let config = run(&["--pidfile=app.pid", "srv"]);
+        assert_eq!(config.pidfile, Some(PathBuf::from("app.pid")));
+    }
+
+    #[test]
+    fn supervise_options() {
+        let config = run(&["--supervise", "--max-backoff=2", "--timeout=3", "srv"]);
+        assert!(config.supervise);
+        assert_eq!(config.max_backoff, Duration::from_secs(2));
+        assert_eq!(config.stop_timeout, Duration::from_secs(3));
+        let config = run(&["--pass-listen-fds", "srv"]);
+        assert!(config.pass_listen_fds && !config.supervise);
+        assert_eq!(config.max_backoff, Duration::from_secs(10));
     }
 
     #[test]
@@ -333,6 +438,15 @@ mod tests {
         usage_error(&["--multi=2", "--restart", "srv"]);
         usage_error(&["--timeout=5", "srv"]);
         usage_error(&["--timeout=5", "--status"]);
+        usage_error(&["--restart", "--pidfile=a.pid", "srv"]);
+        usage_error(&["--stop", "--pidfile=a.pid", "--", "srv"]);
+        usage_error(&["--status", "--pidfile=a.pid", "srv"]);
+        usage_error(&["--json", "srv"]);
+        usage_error(&["--json", "--restart", "srv"]);
+        usage_error(&["--supervise", "--multi=2", "srv"]);
+        usage_error(&["--max-backoff=1", "srv"]);
+        usage_error(&["--supervise", "--restart", "srv"]);
+        usage_error(&["--pass-listen-fds", "--stop", "srv"]);
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub enum Error {
     Io { what: String, source: io::Error },
     /// No running instance matches the command words (empty: no instance at all).
     NoInstance(Vec<OsString>),
+    /// A pid file that does not lead to a running instance of ours. `stale`: it could be read
+    /// but names no live instance (exit status 3, like [`Error::NoInstance`]); otherwise it
+    /// could not be read or holds no PID (exit status 1).
+    BadPidFile {
+        path: PathBuf,
+        reason: String,
+        stale: bool,
+    },
 }
 
 impl Error {
@@ -58,7 +66,8 @@ impl Error {
             Self::NotExecutable { .. } => EXIT_NOT_EXECUTABLE,
             Self::Exec { source, .. } if source.kind() == io::ErrorKind::NotFound => EXIT_NOT_FOUND,
             Self::Exec { .. } => EXIT_NOT_EXECUTABLE,
-            Self::NoInstance(_) => EXIT_NO_INSTANCE,
+            Self::NoInstance(_) | Self::BadPidFile { stale: true, .. } => EXIT_NO_INSTANCE,
+            Self::BadPidFile { stale: false, .. } => EXIT_FAILURE,
             Self::LibraryNotFound(_) | Self::UnsafeRuntimeDir { .. } | Self::Io { .. } => {
                 EXIT_FAILURE
             }
@@ -115,6 +124,9 @@ impl fmt::Display for Error {
             Self::NoInstance(words) if words.is_empty() => f.write_str("no running instance"),
             Self::NoInstance(words) => {
                 write!(f, "no running instance of {}", display::command_line(words))
+            }
+            Self::BadPidFile { path, reason, .. } => {
+                write!(f, "pid file {}: {reason}", path.display())
             }
         }
     }

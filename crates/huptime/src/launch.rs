@@ -9,26 +9,46 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use huptime_handoff::state::InheritedSocket;
 use huptime_handoff::{
     HandoverState, InstanceRecord, LIB_ENV, LIB_NAME, OPTIONS_ENV, Options, Phase, STATE_ENV,
 };
 
 use crate::cli::RunConfig;
 use crate::error::Error;
-use crate::process;
 use crate::records::RuntimeDir;
 use crate::sigstate::Inherited;
+use crate::{activation, process, sockinfo};
 
 /// Searched when `PATH` is unset, as shells do.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// A program ready to be started, once or (`--multi`) in several copies.
+/// A program ready to be started, once, in several copies (`--multi`), or again after a crash
+/// (`--supervise`).
 pub struct Launch {
     /// Where the command was found; `options.command[0]` is what the user typed.
     program: PathBuf,
     library: PathBuf,
     options: Options,
     signals: Inherited,
+    /// `--pidfile`, absolute.
+    pidfile: Option<PathBuf>,
+    /// Sockets passed by systemd (socket activation), for the first generation.
+    activated: Vec<InheritedSocket>,
+    /// `--pass-listen-fds`: the program gets `LISTEN_*` as they are (with its own PID).
+    pass_listen_fds: bool,
+}
+
+/// One start of the program in the calling process: the first (generation 0), or a supervisor
+/// starting it again after a crash.
+pub struct Start<'a> {
+    pub instance: &'a str,
+    pub generation: u64,
+    /// When the instance first started (seconds since the epoch).
+    pub since: u64,
+    /// Sockets the program gets back when it binds their addresses; their descriptors are made
+    /// to survive the `execve`.
+    pub sockets: &'a [InheritedSocket],
 }
 
 impl Launch {
@@ -49,6 +69,15 @@ impl Launch {
         let real_cwd =
             std::env::current_dir().map_err(|e| Error::io("cannot get working directory", e))?;
         let cwd = choose_cwd(std::env::var_os("PWD").as_deref(), &real_cwd);
+        let pidfile = config.pidfile.as_ref().map(|file| cwd.join(file));
+        let supervised = config.copies.is_some() || config.supervise;
+        // SAFETY: getpid cannot fail.
+        let pid = unsafe { libc::getpid() };
+        let activated = if config.pass_listen_fds {
+            Vec::new()
+        } else {
+            activation::take(pid)
+        };
         let options = Options {
             mode: config.mode,
             signal: config.signal.number(),
@@ -56,9 +85,10 @@ impl Launch {
             wait: config.wait,
             revive: config.revive,
             reuseport: config.copies.is_some(),
-            supervised: config.copies.is_some(),
+            supervised,
             unlink: config.unlink.iter().map(|file| cwd.join(file)).collect(),
-            pidfile: None,
+            // A supervising launcher keeps the pid file with its own, stable PID.
+            pidfile: if supervised { None } else { pidfile.clone() },
             notify_socket: std::env::var_os(NOTIFY_ENV).filter(|v| !v.is_empty()),
             ready_timeout: config.ready_timeout,
             drain_timeout: Some(config.drain_timeout),
@@ -70,6 +100,9 @@ impl Launch {
             library,
             options,
             signals: Inherited::capture(),
+            pidfile,
+            activated,
+            pass_listen_fds: config.pass_listen_fds,
         })
     }
 
@@ -78,9 +111,35 @@ impl Launch {
         &self.options
     }
 
-    /// Records the calling process as generation 0 of `instance` and replaces it with the
-    /// program. Returns only on failure, with the record removed again.
-    pub fn exec(&self, dir: &RuntimeDir, instance: &str) -> Error {
+    /// `--pidfile`, made absolute.
+    pub fn pidfile(&self) -> Option<&Path> {
+        self.pidfile.as_deref()
+    }
+
+    /// The sockets systemd passed (socket activation), valid and close-on-exec.
+    pub fn activated(&self) -> &[InheritedSocket] {
+        &self.activated
+    }
+
+    /// Forks a child that records itself and executes the program; returns its PID.
+    pub fn spawn(&self, dir: &RuntimeDir, start: &Start<'_>) -> io::Result<i32> {
+        // SAFETY: the launcher is single-threaded, so the child may run ordinary code until it
+        // execs or exits, and it never returns from this branch.
+        match unsafe { libc::fork() } {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                let err = self.exec(dir, start);
+                eprintln!("huptime: {err}");
+                // SAFETY: leaves the forked child without running the parent's destructors.
+                unsafe { libc::_exit(i32::from(err.exit_status())) }
+            }
+            pid => Ok(pid),
+        }
+    }
+
+    /// Records the calling process as the given generation of its instance and replaces it with
+    /// the program. Returns only on failure, with the record removed again.
+    pub fn exec(&self, dir: &RuntimeDir, start: &Start<'_>) -> Error {
         // SAFETY: getpid cannot fail.
         let pid = unsafe { libc::getpid() };
         let starttime = match process::starttime(pid) {
@@ -88,30 +147,41 @@ impl Launch {
             Err(e) => return Error::io("cannot read the process start time", e),
         };
         let now = process::unix_now();
+        let instance = start.instance;
+        for socket in start.sockets {
+            if let Err(e) = sockinfo::set_cloexec(socket.fd, false) {
+                return Error::io(format!("cannot pass socket {}", socket.identity), e);
+            }
+        }
         let state = HandoverState {
-            generation: 0,
+            generation: start.generation,
             pid,
             instance: instance.to_owned(),
             stdio: None,
             sigmask: self.signals.blocked,
             ignored: self.signals.ignored,
             ready_fd: None,
-            since: now,
-            sockets: Vec::new(),
+            since: start.since,
+            restart_began_ms: None,
+            sockets: start.sockets.to_vec(),
         };
         let record = InstanceRecord {
             instance: instance.to_owned(),
             pid,
             starttime,
-            generation: 0,
+            generation: start.generation,
             mode: self.options.mode,
             phase: Phase::Starting,
-            since: now,
+            since: start.since,
             generation_since: now,
             signal: self.options.signal,
             command: self.options.command.clone(),
-            sockets: Vec::new(),
-            listeners: Vec::new(),
+            sockets: start
+                .sockets
+                .iter()
+                .map(|s| s.identity.to_string())
+                .collect(),
+            listeners: start.sockets.to_vec(),
             connections: 0,
             last: None,
         };
@@ -120,17 +190,26 @@ impl Launch {
         }
         if self.options.debug {
             eprintln!(
-                "huptime[{pid}] gen 0: exec {} as instance {instance}, preloading {}, cwd {}",
+                "huptime[{pid}] gen {}: exec {} as instance {instance} with {} socket(s), \
+                 preloading {}, cwd {}",
+                start.generation,
                 self.program.display(),
+                start.sockets.len(),
                 self.library.display(),
                 self.options.cwd.display()
             );
         }
+        let listen = if self.pass_listen_fds {
+            ListenEnv::Pass(pid)
+        } else {
+            ListenEnv::Remove
+        };
         let env = program_env(
             std::env::vars_os(),
             &self.library,
             &self.options.encode(),
             &state.encode(),
+            listen,
         );
         self.signals.restore();
         let Err(source) = execve(&self.program, &self.options.command, env);
@@ -355,13 +434,24 @@ fn choose_cwd(pwd: Option<&OsStr>, real: &Path) -> PathBuf {
 /// systemd's notification socket: huptime notifies for the program, which does not see it.
 const NOTIFY_ENV: &str = "NOTIFY_SOCKET";
 
+/// What becomes of systemd's socket activation variables in the program's environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListenEnv {
+    /// Taken out: huptime turned the sockets into inherited ones.
+    Remove,
+    /// `--pass-listen-fds`: left as they are, `LISTEN_PID` naming the program (this PID).
+    Pass(i32),
+}
+
 /// The program's environment: the launcher's, with the library prepended to `LD_PRELOAD`,
-/// the huptime options and state set, and `NOTIFY_SOCKET` taken out (it is in the options).
+/// the huptime options and state set, `NOTIFY_SOCKET` taken out (it is in the options), and
+/// the `LISTEN_*` variables taken out or pointed at the program.
 fn program_env(
     vars: impl IntoIterator<Item = (OsString, OsString)>,
     library: &Path,
     options: &str,
     state: &str,
+    listen: ListenEnv,
 ) -> Vec<(OsString, OsString)> {
     let mut preload = library.as_os_str().to_owned();
     let mut env = Vec::new();
@@ -370,6 +460,14 @@ fn program_env(
             if !value.is_empty() {
                 preload.push(":");
                 preload.push(&value);
+            }
+        } else if activation::VARIABLES.iter().any(|name| key == *name) {
+            match listen {
+                ListenEnv::Remove => {}
+                ListenEnv::Pass(pid) if key == "LISTEN_PID" => {
+                    env.push((key, pid.to_string().into()));
+                }
+                ListenEnv::Pass(_) => env.push((key, value)),
             }
         } else if key != OPTIONS_ENV && key != STATE_ENV && key != NOTIFY_ENV {
             env.push((key, value));
@@ -606,7 +704,13 @@ mod tests {
             (STATE_ENV, "huptime/1;stale"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let env = program_env(vars, Path::new("/lib/libhuptime.so"), "OPTS", "STATE");
+        let env = program_env(
+            vars,
+            Path::new("/lib/libhuptime.so"),
+            "OPTS",
+            "STATE",
+            ListenEnv::Remove,
+        );
         let get = |key: &str| {
             let values: Vec<_> = env.iter().filter(|(k, _)| k == key).collect();
             assert_eq!(values.len(), 1, "{key} set once");
@@ -617,7 +721,39 @@ mod tests {
         assert_eq!(get(OPTIONS_ENV), "OPTS");
         assert_eq!(get(STATE_ENV), "STATE");
 
-        let env = program_env([], Path::new("/l.so"), "O", "S");
+        let env = program_env([], Path::new("/l.so"), "O", "S", ListenEnv::Remove);
         assert!(env.contains(&("LD_PRELOAD".into(), "/l.so".into())));
+    }
+
+    #[test]
+    fn socket_activation_variables() {
+        let vars = || {
+            [
+                ("LISTEN_FDS", "2"),
+                ("LISTEN_PID", "1"),
+                ("LISTEN_FDNAMES", "a:b"),
+                ("NOTIFY_SOCKET", "/run/n"),
+                ("HOME", "/root"),
+            ]
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        };
+        let keys = |env: &[(OsString, OsString)]| -> Vec<String> {
+            env.iter()
+                .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+                .collect()
+        };
+        let removed = program_env(vars(), Path::new("/l.so"), "O", "S", ListenEnv::Remove);
+        let removed = keys(&removed);
+        assert!(
+            removed.iter().all(|kv| !kv.starts_with("LISTEN_")),
+            "{removed:?}"
+        );
+        assert!(removed.iter().all(|kv| !kv.starts_with("NOTIFY_SOCKET")));
+        assert!(removed.contains(&"HOME=/root".to_owned()));
+        let passed = program_env(vars(), Path::new("/l.so"), "O", "S", ListenEnv::Pass(42));
+        let passed = keys(&passed);
+        for kv in ["LISTEN_FDS=2", "LISTEN_PID=42", "LISTEN_FDNAMES=a:b"] {
+            assert!(passed.contains(&kv.to_owned()), "{kv}: {passed:?}");
+        }
     }
 }

@@ -25,11 +25,78 @@ pub struct Scan {
     pub live: Vec<InstanceRecord>,
     /// Records whose process is gone; their files have been removed.
     pub stale: Vec<InstanceRecord>,
+    /// Launchers (`--multi`, `--supervise`) that are running and ours.
+    pub supervisors: Vec<SupervisorMark>,
+}
+
+/// Suffix of a supervisor's file: `<instance>.supervisor`, beside the records of the instance
+/// (whose files end in `.<pid>`, so the names never clash).
+const SUPERVISOR_SUFFIX: &str = ".supervisor";
+const SUPERVISOR_FORMAT: &str = "huptime-supervisor/1";
+
+/// A launcher that stays the parent of an instance (`--multi`, `--supervise`): written by it
+/// beside the instance's records, so that `--pidfile` naming the launcher finds the instance,
+/// `--status` shows it, and `--stop` of a `--supervise` instance goes through it (stopping the
+/// program behind its back would look like a crash, and it would start it again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupervisorMark {
+    /// The instance it supervises.
+    pub instance: String,
+    /// The launcher's PID and start time.
+    pub pid: i32,
+    pub starttime: u64,
+    /// `--supervise`: it starts the program again when it crashes.
+    pub revives: bool,
+}
+
+impl SupervisorMark {
+    fn file_name(&self) -> String {
+        format!("{}{SUPERVISOR_SUFFIX}", self.instance)
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{SUPERVISOR_FORMAT}\ninstance={}\npid={}\nstarttime={}\nrevives={}\nend\n",
+            self.instance,
+            self.pid,
+            self.starttime,
+            u8::from(self.revives)
+        )
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        if lines.next()? != SUPERVISOR_FORMAT {
+            return None;
+        }
+        let (mut instance, mut pid, mut starttime, mut revives) = (None, None, None, false);
+        for line in lines {
+            if line == "end" {
+                return Some(Self {
+                    instance: instance?,
+                    pid: pid?,
+                    starttime: starttime?,
+                    revives,
+                });
+            }
+            let (key, value) = line.split_once('=')?;
+            match key {
+                "instance" if huptime_handoff::state::is_instance_name(value) => {
+                    instance = Some(value.to_owned());
+                }
+                "pid" => pid = Some(value.parse().ok().filter(|pid: &i32| *pid > 0)?),
+                "starttime" => starttime = Some(value.parse().ok()?),
+                "revives" => revives = value == "1",
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 impl RuntimeDir {
     /// Where the directory is for this user and environment.
-    fn location() -> PathBuf {
+    pub fn location() -> PathBuf {
         runtime_dir(
             std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
             process::uid(),
@@ -67,7 +134,10 @@ impl RuntimeDir {
 
     /// Writes a record atomically (temporary file, then rename), readable by its owner only.
     pub fn write(&self, record: &InstanceRecord) -> Result<(), Error> {
-        let name = record.file_name();
+        self.write_file(&record.file_name(), &record.encode())
+    }
+
+    fn write_file(&self, name: &str, contents: &str) -> Result<(), Error> {
         let temp = self.path.join(format!(".{name}.tmp"));
         let result = (|| {
             let mut file = OpenOptions::new()
@@ -77,13 +147,13 @@ impl RuntimeDir {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&temp)?;
-            file.write_all(record.encode().as_bytes())?;
-            fs::rename(&temp, self.path.join(&name))
+            file.write_all(contents.as_bytes())?;
+            fs::rename(&temp, self.path.join(name))
         })();
         result.map_err(|e| {
             let _ = fs::remove_file(&temp);
             Error::io(
-                format!("cannot write {}", self.path.join(&name).display()),
+                format!("cannot write {}", self.path.join(name).display()),
                 e,
             )
         })
@@ -94,6 +164,16 @@ impl RuntimeDir {
         let _ = fs::remove_file(self.path.join(record.file_name()));
     }
 
+    /// Writes a supervisor's file, atomically and readable by its owner only.
+    pub fn write_supervisor(&self, mark: &SupervisorMark) -> Result<(), Error> {
+        self.write_file(&mark.file_name(), &mark.encode())
+    }
+
+    /// Removes a supervisor's file.
+    pub fn remove_supervisor(&self, mark: &SupervisorMark) {
+        let _ = fs::remove_file(self.path.join(mark.file_name()));
+    }
+
     /// Reads every record, sorting live from stale and deleting the stale ones' files.
     /// Unreadable files, files of other formats and temporary files are skipped.
     pub fn scan(&self) -> Result<Scan, Error> {
@@ -102,6 +182,14 @@ impl RuntimeDir {
             .map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?;
         let mut scan = Scan::default();
         for entry in entries.flatten() {
+            if let Some(mark) = read_supervisor(&entry.path(), &entry.file_name()) {
+                match process::liveness(mark.pid, mark.starttime, uid) {
+                    Liveness::Live => scan.supervisors.push(mark),
+                    Liveness::Gone => self.remove_supervisor(&mark),
+                    Liveness::Foreign => {}
+                }
+                continue;
+            }
             let Some(record) = read_record(&entry.path(), &entry.file_name()) else {
                 continue;
             };
@@ -125,6 +213,15 @@ fn read_record(path: &Path, name: &OsStr) -> Option<InstanceRecord> {
     let record = InstanceRecord::decode(&fs::read_to_string(path).ok()?).ok()?;
     // A file under another name was not written for this record: leave it alone.
     (record.file_name().as_str() == name).then_some(record)
+}
+
+fn read_supervisor(path: &Path, name: &OsStr) -> Option<SupervisorMark> {
+    let name = name.to_str()?;
+    if name.starts_with('.') || !name.ends_with(SUPERVISOR_SUFFIX) {
+        return None;
+    }
+    let mark = SupervisorMark::decode(&fs::read_to_string(path).ok()?)?;
+    (mark.file_name() == name).then_some(mark)
 }
 
 /// Refuses a directory someone else could plant records in or read them from.
@@ -228,5 +325,38 @@ mod tests {
 
         dir.remove(&live);
         assert!(dir.scan().unwrap().live.is_empty());
+    }
+
+    #[test]
+    fn supervisor_marks() {
+        let temp = TempDir::new();
+        let dir = RuntimeDir {
+            path: temp.path().to_owned(),
+        };
+        let pid = std::process::id() as i32;
+        let mark = SupervisorMark {
+            instance: "1-2".into(),
+            pid,
+            starttime: process::starttime(pid).unwrap(),
+            revives: true,
+        };
+        assert_eq!(SupervisorMark::decode(&mark.encode()), Some(mark.clone()));
+        assert_eq!(
+            SupervisorMark::decode("huptime-supervisor/1\npid=1\n"),
+            None
+        );
+        let stale = SupervisorMark {
+            instance: "3-4".into(),
+            starttime: mark.starttime + 1,
+            ..mark.clone()
+        };
+        dir.write_supervisor(&mark).unwrap();
+        dir.write_supervisor(&stale).unwrap();
+        let scan = dir.scan().unwrap();
+        assert_eq!(scan.supervisors, vec![mark.clone()]);
+        assert!(scan.live.is_empty() && scan.stale.is_empty());
+        assert!(!temp.path().join("3-4.supervisor").exists());
+        dir.remove_supervisor(&mark);
+        assert!(dir.scan().unwrap().supervisors.is_empty());
     }
 }

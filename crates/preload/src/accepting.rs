@@ -58,7 +58,7 @@ pub fn accept(
 ) -> c_int {
     match fdtable::get(fd) {
         Kind::Bound => accept_bound(fd, addr, len, flags),
-        Kind::Ghost => accept_ghost(fd),
+        Kind::Ghost => accept_ghost(fd, addr, len, flags),
         _ => call(fd, addr, len, flags),
     }
 }
@@ -80,7 +80,7 @@ fn accept_bound(
         sys::close(connection);
         ACCEPTING.fetch_sub(1, Ordering::SeqCst);
         retire::on_drain_progress();
-        return accept_ghost(fd);
+        return accept_ghost(fd, addr, len, flags);
     }
     let _errno = errno::Preserve::now();
     if connection >= 0 {
@@ -101,7 +101,12 @@ fn accept_bound(
 /// the ghost. That `accept` takes the wake-up connection if there is one and gets
 /// `ECONNABORTED` (the client is gone, as far as this process knows), which servers treat as
 /// "try again", instead of blocking their event loop.
-fn accept_ghost(fd: RawFd) -> c_int {
+fn accept_ghost(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: Option<c_int>,
+) -> c_int {
     let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
     let took_poke = take_queued_poke(fd);
     if nonblocking {
@@ -112,17 +117,25 @@ fn accept_ghost(fd: RawFd) -> c_int {
         errno::set(libc::ECONNABORTED);
         return -1;
     }
-    let wait_on = retire::sink().unwrap_or(fd);
+    let Some(sink) = retire::sink() else {
+        return call(fd, addr, len, flags);
+    };
     loop {
+        retire::SINK_WAITERS.fetch_add(1, Ordering::SeqCst);
         let stray = call(
-            wait_on,
+            sink,
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             Some(libc::SOCK_CLOEXEC),
         );
+        retire::SINK_WAITERS.fetch_sub(1, Ordering::SeqCst);
         if stray < 0 {
             return -1;
         }
         sys::close(stray);
+        // Woken because the socket is real again (an exec-mode restart that failed).
+        if fdtable::get(fd) != Kind::Ghost {
+            return accept(fd, addr, len, flags);
+        }
     }
 }

@@ -52,9 +52,24 @@ fn address() -> Option<&'static (libc::sockaddr_un, libc::socklen_t)> {
         .as_ref()
 }
 
-/// Whether huptime notifies a service manager. Prepares the address (not in a signal handler).
-pub fn has_notify_socket() -> bool {
-    address().is_some()
+/// The pid file's path, prepared once: the stop path removes it from a signal handler.
+static PIDFILE: OnceLock<Option<std::ffi::CString>> = OnceLock::new();
+
+fn pidfile_path() -> Option<&'static std::ffi::CStr> {
+    PIDFILE
+        .get_or_init(|| {
+            let path = process::config()?.options.pidfile.as_ref()?;
+            std::ffi::CString::new(path.as_os_str().as_bytes()).ok()
+        })
+        .as_deref()
+}
+
+/// Whether SIGTERM must pass through our handler: to notify a service manager or remove the
+/// pid file. Prepares both (not in a signal handler).
+pub fn watches_stop() -> bool {
+    let notify = address().is_some();
+    let pidfile = pidfile_path().is_some();
+    notify || pidfile
 }
 
 /// Sends one datagram to the notification socket. Async-signal-safe once [`address`] was
@@ -162,6 +177,33 @@ pub fn stopping() {
 pub fn stopping_from_signal() {
     if !STOPPING_SENT.swap(true, Ordering::SeqCst) {
         let _ = send(b"STOPPING=1");
+    }
+    if let Some(path) = PIDFILE.get().and_then(|p| p.as_deref()) {
+        remove_pidfile_if_ours(path);
+    }
+}
+
+/// Removes the pid file if it names this process, with system calls only.
+fn remove_pidfile_if_ours(path: &std::ffi::CStr) {
+    let mut content = [0u8; 32];
+    // SAFETY: open/read/close on a NUL-terminated path and a stack buffer.
+    let length = unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return;
+        }
+        let n = libc::read(fd, content.as_mut_ptr().cast(), content.len());
+        sys::close(fd);
+        n
+    };
+    let Ok(length) = usize::try_from(length) else {
+        return;
+    };
+    let digits = content[..length].iter().take_while(|b| b.is_ascii_digit());
+    let named = digits.fold(0i64, |pid, &digit| pid * 10 + i64::from(digit - b'0'));
+    if named == i64::from(PID.load(Ordering::Relaxed)) {
+        // SAFETY: unlink of a NUL-terminated path; the real function, not our hook.
+        unsafe { crate::real::unlink(path.as_ptr()) };
     }
 }
 

@@ -12,7 +12,8 @@ use libc::{
 };
 
 use crate::{
-    accepting, binding, descriptors, errno, lifecycle, process, real, reentry, signals, waits,
+    accepting, binding, descriptors, errno, fdtable, lifecycle, process, real, reentry, retire,
+    signals, waits,
 };
 
 /// Runs `logic` inside the library, or `direct` when the library is not involved.
@@ -233,6 +234,48 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
             }
         },
     )
+}
+
+/// The descriptor a datagram must really be sent on: the real socket when `fd` is a retired
+/// datagram socket. One table lookup on the hot path.
+#[inline(always)]
+fn sending_descriptor(fd: c_int) -> c_int {
+    if process::active() && fdtable::get(fd) == fdtable::Kind::Ghost {
+        retire::replies_through(fd).unwrap_or(fd)
+    } else {
+        fd
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const libc::c_void,
+    len: libc::size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> libc::ssize_t {
+    unsafe { real::sendto(sending_descriptor(fd), buf, len, flags, addr, addrlen) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmsg(
+    fd: c_int,
+    msg: *const libc::msghdr,
+    flags: c_int,
+) -> libc::ssize_t {
+    unsafe { real::sendmsg(sending_descriptor(fd), msg, flags) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    count: c_uint,
+    flags: c_int,
+) -> c_int {
+    unsafe { real::sendmmsg(sending_descriptor(fd), msgs, count, flags) }
 }
 
 #[unsafe(no_mangle)]

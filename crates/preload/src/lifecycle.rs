@@ -156,6 +156,7 @@ pub fn activate(envp: *const *const c_char) {
         first_sigmask: state.sigmask,
         first_ignored: state.ignored,
         environment,
+        restart_began_ms: state.restart_began_ms,
     };
     let signal = config.options.signal;
     READY_PENDING.store(true, Ordering::SeqCst);
@@ -175,6 +176,11 @@ pub fn activate(envp: *const *const c_char) {
     if let Err(error) = signals::install(signal, state.ignored) {
         warning!("cannot install the restart signal handler: {error}");
     }
+    if state.generation > 0 {
+        // The restart signal was blocked across the exec so that one sent meanwhile waits for
+        // our handler; from here the program runs with the mask of its first start.
+        restore_first_mask(state.sigmask);
+    }
     // SAFETY: registering plain extern "C" functions.
     unsafe {
         libc::pthread_atfork(
@@ -189,6 +195,12 @@ pub fn activate(envp: *const *const c_char) {
         // Nothing to claim: nothing for the old generation to wait for.
         ready::become_ready();
     }
+}
+
+fn restore_first_mask(bits: u64) {
+    let set = restart::plan::sigset_from_bits(bits);
+    // SAFETY: applying a valid set to the calling (main) thread.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
 }
 
 extern "C" fn before_fork() {
@@ -299,7 +311,10 @@ pub fn exiting(status: c_int) {
     }
     restart::revive(status);
     if process::is_master() && !RETIRING.load(Ordering::SeqCst) {
-        announce::stopping();
+        // Under a supervisor a program that exits is started again: not a stop of the service.
+        if !process::config().is_some_and(|c| c.options.supervised) {
+            announce::stopping();
+        }
         record::remove();
     }
 }

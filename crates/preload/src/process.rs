@@ -77,6 +77,8 @@ pub struct Config {
     pub first_ignored: u64,
     /// The environment this process started with, for the next generation.
     pub environment: Vec<CString>,
+    /// When the restart that started this generation began (ms since the epoch), if one did.
+    pub restart_began_ms: Option<u64>,
 }
 
 static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -118,6 +120,13 @@ pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Whether this process is the master.

@@ -55,28 +55,12 @@ pub fn served(fd: RawFd) {
     }
 }
 
-/// Declares this process's generation ready: tells the previous generation, closes the
-/// inherited sockets nobody claimed, and lets the master know.
+/// Declares this process's generation ready: closes the inherited sockets nobody claimed and
+/// lets the master know. The master reports to the previous generation only once its record and
+/// pid file name it (see [`report_to_previous`]), so whoever acts on the report finds them.
 pub fn become_ready() {
     if !READY_PENDING.swap(false, Ordering::SeqCst) {
         return;
-    }
-    let channel = CHANNEL.swap(-1, Ordering::AcqRel);
-    if channel >= 0 {
-        let master = process::MASTER_PID.load(Ordering::Relaxed).to_le_bytes();
-        let message = [READY, master[0], master[1], master[2], master[3]];
-        // SAFETY: send on our own descriptor; MSG_NOSIGNAL because the old generation may be
-        // gone already.
-        unsafe {
-            libc::send(
-                channel,
-                message.as_ptr().cast(),
-                message.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        };
-        fdtable::clear(channel);
-        sys::close(channel);
     }
     for identity in sockets::close_unclaimed() {
         debug!("closed inherited socket {identity}: the new generation did not bind it");
@@ -89,9 +73,42 @@ pub fn become_ready() {
         }
     }
     debug!("ready: serving every socket it claimed");
-    if process::is_master() {
+    if !process::is_master() {
+        close_channel();
+        restart::tell_master(Wake::Ready);
+    } else if restart::has_thread() {
         restart::wake(Wake::Ready);
     } else {
-        restart::tell_master(Wake::Ready);
+        report_to_previous();
+    }
+}
+
+/// Tells the previous generation that this one is ready, naming its master.
+pub fn report_to_previous() {
+    let channel = CHANNEL.swap(-1, Ordering::AcqRel);
+    if channel < 0 {
+        return;
+    }
+    let master = process::MASTER_PID.load(Ordering::Relaxed).to_le_bytes();
+    let message = [READY, master[0], master[1], master[2], master[3]];
+    // SAFETY: send on our own descriptor; MSG_NOSIGNAL because the old generation may be gone.
+    unsafe {
+        libc::send(
+            channel,
+            message.as_ptr().cast(),
+            message.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    fdtable::clear(channel);
+    sys::close(channel);
+}
+
+/// A worker's copy of the channel: only the master reports on it.
+fn close_channel() {
+    let channel = CHANNEL.swap(-1, Ordering::AcqRel);
+    if channel >= 0 {
+        fdtable::clear(channel);
+        sys::close(channel);
     }
 }

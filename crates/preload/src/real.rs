@@ -82,6 +82,11 @@ impl MissingResult for c_long {
         -1
     }
 }
+impl MissingResult for isize {
+    fn missing() -> Self {
+        -1
+    }
+}
 impl MissingResult for usize {
     fn missing() -> Self {
         libc::SIG_ERR
@@ -114,6 +119,9 @@ real_functions! {
     fn unlink(path: *const libc::c_char) -> c_int;
     fn unlinkat(dirfd: c_int, path: *const libc::c_char, flags: c_int) -> c_int;
     fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long;
+    fn sendto(fd: c_int, buf: *const libc::c_void, len: libc::size_t, flags: c_int, addr: *const sockaddr, addrlen: socklen_t) -> libc::ssize_t;
+    fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> libc::ssize_t;
+    fn sendmmsg(fd: c_int, msgs: *mut libc::mmsghdr, count: c_uint, flags: c_int) -> c_int;
     fn epoll_create(size: c_int) -> c_int;
     fn epoll_create1(flags: c_int) -> c_int;
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut epoll_event) -> c_int;

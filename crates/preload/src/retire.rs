@@ -12,13 +12,15 @@
 use std::ffi::c_int;
 use std::mem::zeroed;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicIsize, Ordering};
 
 use crate::fdtable::{self, Kind};
 use crate::process::{self, ACCEPTING, CONNECTIONS, PID, RETIRE_EPOCH, RETIRING};
 use crate::{procfs, real, sys};
 
-/// Payload of the restart signal sent to our own threads to get them out of a real `accept`.
+/// Payload of [`RETIRE_SIGNAL`] sent to our own threads to get them out of a real `accept` or
+/// `recvfrom` (that signal, rather than the restart signal, which programs block in their
+/// threads more often).
 pub const WAKE: usize = 0x6875_7077;
 /// Payload of [`RETIRE_SIGNAL`] from a parent telling its workers to retire.
 pub const RETIRE: usize = 0x6875_7072;
@@ -84,8 +86,8 @@ pub fn is_poke(accepted: RawFd, listener: RawFd) -> bool {
 }
 
 /// Sends one connection to the ghost at `fd`, so a thread whose `accept` was restarted on it
-/// by the kernel comes back to our hook.
-fn poke(fd: RawFd) {
+/// by the kernel comes back to our hook (or one waiting in `poll` on it looks again).
+pub fn poke(fd: RawFd) {
     // SAFETY: sockaddr_storage is plain old data.
     let mut address: libc::sockaddr_storage = unsafe { zeroed() };
     let Some(len) = sys::local_address(fd, &mut address) else {
@@ -122,6 +124,7 @@ pub fn serves_clients(fd: RawFd) -> Option<bool> {
 pub fn ghost_all() -> usize {
     RETIRING.store(true, Ordering::SeqCst);
     let mut ghosted = 0;
+    let mut datagram = false;
     fdtable::for_each(Kind::Bound, |fd| {
         let Some(stream) = serves_clients(fd) else {
             return;
@@ -133,6 +136,12 @@ pub fn ghost_all() -> usize {
         let Some(ghost) = make_ghost(stream) else {
             return;
         };
+        if !stream {
+            // A reply to a datagram read just before the swap must still leave from the real
+            // socket (see `replies_through`).
+            keep_reply_socket(fd);
+            datagram = true;
+        }
         let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
         let cloexec = sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC != 0);
         sys::set_nonblocking(ghost, nonblocking);
@@ -144,26 +153,68 @@ pub fn ghost_all() -> usize {
     });
     // After the swaps: a wait that began before this saw the real sockets (see RETIRE_EPOCH).
     RETIRE_EPOCH.fetch_add(1, Ordering::SeqCst);
-    wake_accepting_threads();
+    if datagram || ACCEPTING.load(Ordering::SeqCst) > 0 {
+        wake_threads();
+    }
+    poke_ghosts();
     ghosted
 }
 
-/// Threads blocked in a real `accept` hold the real socket and could still be handed a client.
-/// A signal makes the kernel restart their `accept` on the descriptor number, now a ghost, and
-/// [`poke_ghosts`] then brings them back to our hook, which stops counting them.
-fn wake_accepting_threads() {
-    if ACCEPTING.load(Ordering::SeqCst) <= 0 {
+/// Real datagram sockets behind ghosts, by the program's descriptor number: a fixed table of
+/// atomics, since a worker retires in its signal handler.
+static REPLY_SOCKETS: [(AtomicI32, AtomicI32); 64] =
+    [const { (AtomicI32::new(-1), AtomicI32::new(-1)) }; 64];
+
+/// Keeps a copy of the real datagram socket at `fd`, about to become a ghost.
+fn keep_reply_socket(fd: RawFd) {
+    let Some(copy) = sys::duplicate_above(fd, 3) else {
         return;
+    };
+    fdtable::set_existing(copy, Kind::Internal);
+    for (program_fd, real_fd) in &REPLY_SOCKETS {
+        if program_fd
+            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            real_fd.store(copy, Ordering::Release);
+            return;
+        }
     }
+    sys::close(copy);
+}
+
+/// Where a datagram sent on `fd` must go out: the real socket behind a ghost. A server that
+/// read a datagram just before its socket became a ghost answers through the same number.
+pub fn replies_through(fd: RawFd) -> Option<RawFd> {
+    REPLY_SOCKETS.iter().find_map(|(program_fd, real_fd)| {
+        (program_fd.load(Ordering::Acquire) == fd).then(|| real_fd.load(Ordering::Acquire))
+    })
+}
+
+/// Forgets the copies (the ghosts are real sockets again after a failed exec).
+pub fn drop_reply_sockets() {
+    for (program_fd, real_fd) in &REPLY_SOCKETS {
+        let copy = real_fd.swap(-1, Ordering::AcqRel);
+        if copy >= 0 {
+            fdtable::clear(copy);
+            sys::close(copy);
+        }
+        program_fd.store(-1, Ordering::Release);
+    }
+}
+
+/// Threads blocked in a real `accept` or `recvfrom` hold the real socket and could still be
+/// handed a client or a datagram. A signal makes the kernel restart their call on the
+/// descriptor number, now a ghost; for `accept`, [`poke_ghosts`] then brings them back to our
+/// hook, which stops counting them.
+fn wake_threads() {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
-    let sig = process::restart_signal();
     procfs::for_each_thread(|tid| {
         if tid != me {
-            procfs::queue_thread_signal(tid, sig, WAKE);
+            procfs::queue_thread_signal(tid, RETIRE_SIGNAL, WAKE);
         }
     });
-    poke_ghosts();
 }
 
 /// One connection per ghost and thread still counted as accepting. Threads that wait on a ghost
@@ -184,6 +235,8 @@ pub fn poke_ghosts() {
 }
 
 static SINK: AtomicI32 = AtomicI32::new(-1);
+/// Threads waiting on the sink, to wake if the sockets become real again.
+pub static SINK_WAITERS: AtomicIsize = AtomicIsize::new(0);
 
 /// A listening socket nobody connects to, where a blocking `accept` on a ghost waits for ever
 /// (a real `accept`, so signals interrupt and restart it exactly as before) without taking the
@@ -202,6 +255,26 @@ pub fn sink() -> Option<RawFd> {
             sys::close(fresh);
             Some(installed)
         }
+    }
+}
+
+/// Wakes the threads waiting on the sink, once the ghosts are real sockets again, until none
+/// is left (bounded: a thread may be slow to get there).
+pub fn wake_sink_waiters() {
+    let sink = SINK.load(Ordering::Acquire);
+    if sink < 0 {
+        return;
+    }
+    for _ in 0..100 {
+        let waiting = SINK_WAITERS.load(Ordering::SeqCst);
+        if waiting <= 0 {
+            return;
+        }
+        for _ in 0..waiting {
+            poke(sink);
+        }
+        // SAFETY: a short sleep on our own thread.
+        unsafe { libc::usleep(10_000) };
     }
 }
 

@@ -68,7 +68,8 @@ impl ProgramView {
 static RESTART_VIEW: ProgramView = ProgramView::default_action();
 static RETIRE_VIEW: ProgramView = ProgramView::default_action();
 static STOP_VIEW: ProgramView = ProgramView::default_action();
-/// SIGTERM passes through our handler (to send `STOPPING=1`) only under a service manager.
+/// SIGTERM passes through our handler (to send `STOPPING=1`, remove the pid file) only under a
+/// service manager or with a pid file.
 static STOP_WATCHED: AtomicBool = AtomicBool::new(false);
 
 /// The program's view of `sig`, when it is one of ours.
@@ -125,7 +126,7 @@ pub fn install(restart_signal: c_int, first_ignored: u64) -> Result<(), std::io:
     }
     install_one(restart_signal, on_restart_signal)?;
     install_one(RETIRE_SIGNAL, on_retire_signal)?;
-    if announce::has_notify_socket() && restart_signal != libc::SIGTERM {
+    if announce::watches_stop() && restart_signal != libc::SIGTERM {
         if ignored(libc::SIGTERM) {
             STOP_VIEW.handler.store(libc::SIG_IGN, Ordering::Release);
         }
@@ -191,21 +192,18 @@ fn chain(view: &ProgramView, sig: c_int, info: *mut libc::siginfo_t, context: *m
 
 extern "C" fn on_restart_signal(
     _sig: c_int,
-    info: *mut libc::siginfo_t,
+    _info: *mut libc::siginfo_t,
     _context: *mut libc::c_void,
 ) {
     let _errno = errno::Preserve::now();
-    // SAFETY: the kernel passes a valid siginfo to SA_SIGINFO handlers.
-    let info = unsafe { &*info };
-    match payload(info) {
-        Some((WAKE, from)) if from == PID.load(Ordering::Relaxed) => {}
-        _ if process::is_master() => restart::wake(Wake::Restart),
-        _ => {}
+    if process::is_master() {
+        restart::wake(Wake::Restart);
     }
 }
 
-/// SIGTERM under a service manager: `STOPPING=1` from the master, then what the program asked
-/// for (the default action kills the process, as it would have).
+/// SIGTERM under a service manager or with a pid file: `STOPPING=1` and the pid file removed by
+/// the master, then what the program asked for (the default action kills the process, as it
+/// would have).
 extern "C" fn on_stop_signal(sig: c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let _errno = errno::Preserve::now();
     if process::is_master() && !crate::process::RETIRING.load(Ordering::SeqCst) {
@@ -230,6 +228,8 @@ extern "C" fn on_retire_signal(sig: c_int, info: *mut libc::siginfo_t, context: 
     // SAFETY: the kernel passes a valid siginfo to SA_SIGINFO handlers.
     let message = payload(unsafe { &*info });
     match message {
+        // Only interrupts what the thread was doing (see retire::WAKE).
+        Some((WAKE, from)) if from == PID.load(Ordering::Relaxed) => {}
         Some((RETIRE, from)) if from == PARENT.load(Ordering::Relaxed) => {
             if !process::is_master() {
                 retire::retire_worker();

@@ -8,6 +8,7 @@
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
@@ -35,6 +36,16 @@ int main(void) {
     close(f);
     close_range(d + 1, d + 2, 0);
     syscall(SYS_close, d);
+
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(9), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    sendto(u, "x", 1, 0, (struct sockaddr *)&to, sizeof to);
+    struct iovec iov = {.iov_base = "x", .iov_len = 1};
+    struct msghdr msg = {.msg_name = &to, .msg_namelen = sizeof to, .msg_iov = &iov, .msg_iovlen = 1};
+    sendmsg(u, &msg, 0);
+    struct mmsghdr mmsg = {.msg_hdr = msg};
+    sendmmsg(u, &mmsg, 1, 0);
+    close(u);
 
     int ep = epoll_create(1);
     int ep1 = epoll_create1(EPOLL_CLOEXEC);

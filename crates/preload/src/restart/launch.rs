@@ -2,10 +2,10 @@
 //! this one (exec mode, and `--revive`).
 //!
 //! Fork mode uses `clone(CLONE_VM | CLONE_VFORK)` with its own stack, like `posix_spawn`: no
-//! page tables are copied (a JVM with a large heap restarts as fast as a small program), no
-//! `pthread_atfork` handler of the program runs on our thread, and the child is a "clone child"
-//! (no exit signal) that the program's own `wait()` calls never see. Until it executes, the
-//! child shares our memory and makes system calls only.
+//! page tables are copied (a JVM with a large heap restarts as fast as a small program) and no
+//! `pthread_atfork` handler of the program runs on our thread. Until it executes, the child
+//! shares our memory and makes system calls only. (It is a "clone child" without exit signal
+//! until then; `execve` makes it an ordinary child, so we wait for it with `__WALL`.)
 
 use std::ffi::{c_int, c_void};
 use std::os::fd::RawFd;

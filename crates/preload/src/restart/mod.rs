@@ -107,6 +107,11 @@ pub fn start_thread() {
     }
 }
 
+/// Whether this master's restart thread runs.
+pub fn has_thread() -> bool {
+    STARTED.load(Ordering::SeqCst)
+}
+
 /// In a forked child: the thread is gone and the channel belongs to the parent. Its write end
 /// stays with the worker, which tells the master through it that the generation is ready.
 /// Async-signal-safe.
@@ -174,6 +179,10 @@ fn run() {
         announced: false,
     };
     restarter.publish();
+    // Ready before this thread could be woken: report now.
+    if !READY_PENDING.load(Ordering::SeqCst) {
+        ready::report_to_previous();
+    }
     loop {
         if restarter.requested && !READY_PENDING.load(Ordering::SeqCst) {
             restarter.requested = false;
@@ -224,6 +233,19 @@ impl Restarter {
     /// Writes the record, and announces readiness the first time it is seen.
     fn publish(&mut self) {
         let ready = !READY_PENDING.load(Ordering::SeqCst);
+        if ready && !self.announced {
+            // The restart that started this generation ends here: say how long it took. It was
+            // the previous master's attempt: this master's own attempts count from 1.
+            if let Some(began) = self.config.restart_began_ms {
+                self.last = Some(Outcome {
+                    attempt: 0,
+                    ok: true,
+                    new_pid: Some(PID.load(Ordering::Relaxed)),
+                    detail: String::new(),
+                    millis: process::now_millis().saturating_sub(began),
+                });
+            }
+        }
         let phase = if ready {
             Phase::Serving
         } else {
@@ -243,6 +265,7 @@ impl Restarter {
                 b'Y' => {
                     ready::become_ready();
                     self.publish();
+                    ready::report_to_previous();
                 }
                 _ => {}
             }
@@ -450,6 +473,8 @@ impl Restarter {
             workers.len()
         );
         record::write(Phase::Draining, self.last.as_ref());
+        // A signal that came while the new generation was starting is its to act on.
+        self.pass_on_requests(successor);
         self.drain(Some(successor), Some(started_child), &workers);
         record::remove();
         // SAFETY: flushing the program's stdio buffers before leaving; fflush(NULL) is safe here
@@ -470,7 +495,6 @@ impl Restarter {
     fn drain(&mut self, successor: Option<i32>, spare: Option<i32>, workers: &[i32]) {
         let started = Instant::now();
         let deadline = self.options().drain_timeout.map(|t| started + t);
-        let mut forwarded = false;
         let me = PID.load(Ordering::Relaxed);
         let watch_children = self.options().wait || self.options().mode == Mode::Exec;
         loop {
@@ -507,17 +531,21 @@ impl Restarter {
             }
             let events = read_events(wait);
             if events.contains(&b'R') {
-                match successor {
-                    Some(pid) if !forwarded => {
-                        forwarded = true;
-                        debug!("restart signal while draining: passed on to pid {pid}");
-                        // SAFETY: plain kill of our successor.
-                        unsafe { libc::kill(pid, process::restart_signal()) };
-                    }
-                    None => self.requested = true,
-                    _ => {}
-                }
+                self.requested = true;
             }
+            if let Some(pid) = successor {
+                self.pass_on_requests(pid);
+            }
+        }
+    }
+
+    /// Passes restart requests this retiring master received on to its successor (which
+    /// coalesces them itself if it is restarting already).
+    fn pass_on_requests(&mut self, successor: i32) {
+        if std::mem::take(&mut self.requested) {
+            debug!("restart signal while retiring: passed on to pid {successor}");
+            // SAFETY: plain kill of our successor.
+            unsafe { libc::kill(successor, process::restart_signal()) };
         }
     }
 
@@ -596,19 +624,31 @@ impl Restarter {
 
 /// Puts the real sockets back behind the program's descriptors after a failed exec.
 fn restore_ghosts(originals: &[InheritedSocket], copies: &[InheritedSocket]) {
+    let mut ghosts = Vec::new();
     for (original, copy) in originals.iter().zip(copies) {
         for fd in sockets::aliases(original.fd) {
-            if fdtable::get(fd) == Kind::Ghost {
-                let cloexec = sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC != 0);
-                let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
-                sys::set_nonblocking(copy.fd, nonblocking);
-                if sys::move_onto(copy.fd, fd, cloexec) {
-                    fdtable::set(fd, Kind::Bound);
-                }
+            if fdtable::get(fd) != Kind::Ghost {
+                continue;
+            }
+            let cloexec = sys::descriptor_flags(fd).is_some_and(|f| f & libc::FD_CLOEXEC != 0);
+            let nonblocking = sys::status_flags(fd).is_some_and(|f| f & libc::O_NONBLOCK != 0);
+            sys::set_nonblocking(copy.fd, nonblocking);
+            // Keep the ghost alive a moment: threads waiting in poll on it must be woken.
+            ghosts.extend(sys::duplicate_above(fd, 3));
+            if sys::move_onto(copy.fd, fd, cloexec) {
+                fdtable::set(fd, Kind::Bound);
             }
         }
     }
     RETIRING.store(false, Ordering::SeqCst);
+    retire::drop_reply_sockets();
+    for ghost in ghosts {
+        if sys::socket_type(ghost) == Some(libc::SOCK_STREAM) {
+            retire::poke(ghost);
+        }
+        sys::close(ghost);
+    }
+    retire::wake_sink_waiters();
 }
 
 fn close_copies(copies: &[InheritedSocket]) {
@@ -643,8 +683,8 @@ fn end_generation(child: &launch::Child, marker: Option<u64>) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let mut status = 0;
-    // SAFETY: reaping our clone child.
-    unsafe { libc::waitpid(child.pid, &mut status, libc::__WCLONE) };
+    // SAFETY: reaping our child (__WALL: a clone child until it executes, an ordinary one after).
+    unsafe { libc::waitpid(child.pid, &mut status, libc::__WALL) };
     sys::close(child.pidfd);
 }
 
@@ -658,7 +698,7 @@ fn exit_description(pid: i32) -> String {
             libc::P_PID,
             pid as libc::id_t,
             &mut info,
-            libc::WEXITED | libc::WNOWAIT | libc::__WCLONE,
+            libc::WEXITED | libc::WNOWAIT | libc::__WALL,
         )
     };
     if ret != 0 {

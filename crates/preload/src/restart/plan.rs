@@ -102,7 +102,8 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-fn sigset_from_bits(bits: u64) -> libc::sigset_t {
+/// The signal set with bit `n - 1` of `bits` for signal `n`.
+pub fn sigset_from_bits(bits: u64) -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset on a local set.
     unsafe {
         let mut set = std::mem::zeroed::<libc::sigset_t>();
@@ -184,6 +185,7 @@ impl Plan {
             ignored: config.first_ignored,
             ready_fd,
             since: config.since,
+            restart_began_ms: Some(crate::process::now_millis()),
             sockets,
         };
         let state_entry = format!("{STATE_ENV}={}", state.encode());

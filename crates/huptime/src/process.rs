@@ -40,7 +40,7 @@ pub enum Liveness {
 
 /// Checks PID `pid` against the start time its record gave, for user `uid`.
 pub fn liveness(pid: i32, starttime: u64, uid: u32) -> Liveness {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(stat) = settled_stat(pid) else {
         return Liveness::Gone;
     };
     if stat_starttime(&stat) != Some(starttime) || is_zombie(&stat) {
@@ -53,6 +53,22 @@ pub fn liveness(pid: i32, starttime: u64, uid: u32) -> Liveness {
         Ok(_) => Liveness::Foreign,
         Err(_) => Liveness::Gone,
     }
+}
+
+/// `/proc/<pid>/stat`, read again while it shows a zombie for a moment: a process whose
+/// restart thread calls `execve` (exec mode) looks like a zombie while the kernel ends its
+/// other threads, and must not be taken for gone.
+fn settled_stat(pid: i32) -> Option<String> {
+    let path = format!("/proc/{pid}/stat");
+    let mut stat = fs::read_to_string(&path).ok()?;
+    for _ in 0..10 {
+        if !is_zombie(&stat) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        stat = fs::read_to_string(&path).ok()?;
+    }
+    Some(stat)
 }
 
 /// The start time of a running process, to recognise it later.

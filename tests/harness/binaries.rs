@@ -21,6 +21,14 @@ fn profile_dir() -> PathBuf {
     }
 }
 
+/// Cargo's target directory of this build (the parent of [`profile_dir`]).
+pub fn target_dir() -> PathBuf {
+    let profile = profile_dir();
+    profile
+        .parent()
+        .map_or(profile.clone(), |dir| dir.to_path_buf())
+}
+
 fn built(name: &str) -> PathBuf {
     let path = profile_dir().join(name);
     assert!(

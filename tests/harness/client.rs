@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 const HOLD_BODY_LEN: usize = 65536;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a reply may take beyond the delay the request asked for.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply longer than this is garbage; stop reading.
 const MAX_REPLY_LEN: usize = HOLD_BODY_LEN + 1024;
+/// How much of a reply cut short by a timeout its error shows.
+const PREVIEW_LEN: usize = 200;
 const VERSION_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Where a server listens.
@@ -94,14 +96,14 @@ pub struct ClientError {
 }
 
 impl ClientError {
-    fn new(kind: FailureKind, detail: impl Into<String>) -> ClientError {
+    pub(crate) fn new(kind: FailureKind, detail: impl Into<String>) -> ClientError {
         ClientError {
             kind,
             detail: detail.into(),
         }
     }
 
-    fn io(stage: &str, e: io::Error) -> ClientError {
+    pub(crate) fn io(stage: &str, e: io::Error) -> ClientError {
         let kind = match e.kind() {
             // A Unix socket path that does not exist has nobody listening either.
             io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound => FailureKind::Refused,
@@ -189,7 +191,7 @@ impl Connection for UnixStream {
 
 /// Connects, sends `request`, and reads until the server closes, all within `timeout` (plus the
 /// connect timeout).
-fn exchange(
+pub(crate) fn exchange(
     endpoint: &Endpoint,
     request: &[u8],
     timeout: Duration,
@@ -234,8 +236,11 @@ fn read_to_end(stream: &mut impl Connection, timeout: Duration) -> Result<Vec<u8
             return Err(ClientError::new(
                 FailureKind::Timeout,
                 format!(
-                    "no complete reply within {timeout:?} ({} bytes so far)",
-                    data.len()
+                    "no complete reply within {timeout:?} ({} bytes so far, starting {:?})",
+                    data.len(),
+                    data[..data.len().min(PREVIEW_LEN)]
+                        .escape_ascii()
+                        .to_string()
                 ),
             ));
         }

@@ -12,15 +12,24 @@
 //! - [`sandbox`]: one test's temporary directory and process tag, and starting servers in it.
 //! - [`process`]: tagged processes, liveness, signals, pid files, a started server.
 //! - [`client`]: the test protocol's client side (`GET`, `HOLD`), with failure categories.
+//! - [`protocol`]: the protocols a load or a probe speaks: the test protocol, HTTP/1.0, redis,
+//!   memcached, each mapped to the same reply (version, pid).
 //! - [`load`]: client threads that send requests in a loop and count what happens.
 //! - [`servers`]: the test servers and their command lines, bare or under huptime.
 //! - [`restart`]: the restart-under-load scenario shared by the restart tests.
+//! - [`control`]: `huptime --restart` and `--status` with a test's own runtime directory.
+//! - [`installed`]: real programs on the machine (nginx, redis, ...) and their versions.
+//! - [`compat`]: the results of the real-program tests and the README table made from them.
 
 pub mod binaries;
 pub mod client;
+pub mod compat;
+pub mod control;
+pub mod installed;
 pub mod load;
 pub mod ports;
 pub mod process;
+pub mod protocol;
 pub mod restart;
 pub mod sandbox;
 pub mod servers;
@@ -30,7 +39,10 @@ pub use client::{ClientError, Endpoint, FailureKind, Reply, get, hold, wait_for_
 pub use libc::{SIGHUP, SIGKILL, SIGTERM};
 pub use load::{Load, LoadReport};
 pub use ports::{free_port, listening_socket_inodes, listening_sockets, unix_listening_inodes};
-pub use process::{ProcessTag, ServerProcess, pids_alive, read_pid_file, send_signal, wait_gone};
+pub use process::{
+    ProcessTag, ServerProcess, parent_pid, pids_alive, read_pid_file, send_signal, wait_gone,
+};
+pub use protocol::{Protocol, memcached_add};
 pub use restart::{Mode, RestartPlan, restart_under_load};
 pub use sandbox::Sandbox;
 pub use servers::{ServerCommand, Style};

@@ -1,4 +1,5 @@
-//! Load: client threads that send `GET` in a loop and count what happens.
+//! Load: client threads that send requests in a loop (the test protocol's `GET`, or any
+//! [`Protocol`]) and count what happens.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -7,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Endpoint, FailureKind};
+use crate::client::{Endpoint, FailureKind};
+use crate::protocol::Protocol;
 
 /// Pause between one client's requests, so that on a small machine the clients leave CPU for
 /// the server they hammer.
@@ -40,6 +42,15 @@ impl Load {
     /// Starts `clients` threads, each connecting, sending `GET`, reading the whole reply and
     /// closing, over and over.
     pub fn start(endpoint: impl Into<Endpoint>, clients: usize) -> Load {
+        Load::start_speaking(endpoint, &Protocol::Line, clients)
+    }
+
+    /// Like [`Load::start`], with the requests and replies of `protocol`.
+    pub fn start_speaking(
+        endpoint: impl Into<Endpoint>,
+        protocol: &Protocol,
+        clients: usize,
+    ) -> Load {
         let endpoint = endpoint.into();
         let stop = Arc::new(AtomicBool::new(false));
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -49,6 +60,7 @@ impl Load {
                 let client = Client {
                     index,
                     endpoint: endpoint.clone(),
+                    protocol: protocol.clone(),
                     stop: Arc::clone(&stop),
                     tally: Arc::clone(&tally),
                     started,
@@ -115,6 +127,11 @@ impl Load {
         }
     }
 
+    /// The successful replies so far, counted by (version, pid).
+    pub fn replies_so_far(&self) -> BTreeMap<(String, u32), u64> {
+        lock(&self.tally).replies.clone()
+    }
+
     /// Stops the clients (each finishes its request in flight) and reports what they saw.
     pub fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);
@@ -152,6 +169,7 @@ fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
 struct Client {
     index: usize,
     endpoint: Endpoint,
+    protocol: Protocol,
     stop: Arc<AtomicBool>,
     tally: Arc<Mutex<Tally>>,
     started: Instant,
@@ -160,7 +178,7 @@ struct Client {
 impl Client {
     fn run(self) {
         while !self.stop.load(Ordering::Relaxed) {
-            let outcome = client::get(&self.endpoint);
+            let outcome = self.protocol.request(&self.endpoint);
             let mut tally = lock(&self.tally);
             match outcome {
                 Ok(reply) => *tally.replies.entry((reply.version, reply.pid)).or_default() += 1,

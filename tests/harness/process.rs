@@ -109,6 +109,15 @@ fn is_alive(pid: u32) -> bool {
     !matches!(state, None | Some("Z") | Some("X"))
 }
 
+/// The parent of `pid` as `/proc` shows it now (after a parent's exit, the process that adopted
+/// it); `None` if `pid` is gone.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The pids among `pids` that are still alive.
 pub fn pids_alive(pids: &[u32]) -> Vec<u32> {
     pids.iter().copied().filter(|&pid| is_alive(pid)).collect()

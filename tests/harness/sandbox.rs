@@ -1,6 +1,6 @@
 //! One test's sandbox: a temporary directory and a process tag. Dropping it kills every process
 //! the test started and removes the directory; when the test panicked, it first prints the
-//! servers' logs.
+//! servers' logs (their ends), and with `HUPTIME_TEST_KEEP` set it leaves the directory in place.
 
 use std::cell::Cell;
 use std::ffi::OsStr;
@@ -10,14 +10,19 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, Endpoint};
-use crate::process::{ProcessTag, ServerProcess, TAG_ENV};
+use crate::client::Endpoint;
+use crate::process::{ProcessTag, ServerProcess, TAG_ENV, parent_pid};
+use crate::protocol::Protocol;
 
 /// How long a started server gets to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const START_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How much of each log a failed test prints (the end, where the trouble usually is).
 const LOG_TAIL_BYTES: usize = 8 * 1024;
+/// Set (to anything) to keep the directory of a test that failed, whole logs included.
+pub const KEEP_ENV: &str = "HUPTIME_TEST_KEEP";
+/// How many parents [`Sandbox::processes_outside`] follows at most from a process.
+const MAX_ANCESTRY: usize = 1024;
 
 pub struct Sandbox {
     tag: ProcessTag,
@@ -59,10 +64,17 @@ impl Sandbox {
     ///
     /// # Panics
     /// If it fails with an error status first, or does not answer within 20 s; with its stderr.
-    pub fn start_server(
+    pub fn start_server(&self, command: Command, endpoint: impl Into<Endpoint>) -> ServerProcess {
+        self.start_server_speaking(command, endpoint, &Protocol::Line)
+    }
+
+    /// Like [`Sandbox::start_server`], for a server that speaks `protocol`: waits until it gives
+    /// a complete reply.
+    pub fn start_server_speaking(
         &self,
         mut command: Command,
         endpoint: impl Into<Endpoint>,
+        protocol: &Protocol,
     ) -> ServerProcess {
         let endpoint = endpoint.into();
         let n = self.servers_started.get() + 1;
@@ -83,7 +95,7 @@ impl Sandbox {
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let last = match client::get(&endpoint) {
+            let last = match protocol.request(&endpoint) {
                 Ok(_) => return server,
                 Err(e) => e,
             };
@@ -109,6 +121,28 @@ impl Sandbox {
     /// Every live process started from this sandbox, however far it forked or daemonized away.
     pub fn processes(&self) -> Vec<u32> {
         self.tag.pids()
+    }
+
+    /// The live processes started from this sandbox that are neither `root` nor descend from it
+    /// (through their parent pids as they are now).
+    pub fn processes_outside(&self, root: u32) -> Vec<u32> {
+        self.processes()
+            .into_iter()
+            .filter(|&pid| {
+                let mut current = pid;
+                // Bounded, in case the tree changes under the walk.
+                for _ in 0..MAX_ANCESTRY {
+                    if current == root {
+                        return false;
+                    }
+                    match parent_pid(current) {
+                        Some(parent) if parent > 1 => current = parent,
+                        _ => return true,
+                    }
+                }
+                true
+            })
+            .collect()
     }
 
     /// Waits until no process started from this sandbox is left; on timeout, returns the ones
@@ -156,7 +190,9 @@ impl Drop for Sandbox {
         if thread::panicking() {
             self.print_logs();
         }
-        if survivors.is_empty() {
+        if thread::panicking() && std::env::var_os(KEEP_ENV).is_some() {
+            eprintln!("{KEEP_ENV} is set: leaving {}", self.dir.display());
+        } else if survivors.is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
         } else {
             eprintln!(

@@ -177,8 +177,10 @@ pub fn activate(envp: *const *const c_char) {
         warning!("cannot install the restart signal handler: {error}");
     }
     if state.generation > 0 {
-        // The restart signal was blocked across the exec so that one sent meanwhile waits for
-        // our handler; from here the program runs with the mask of its first start.
+        // Signals were blocked across the exec (see plan::exec_blocked): a pending restart
+        // signal waits for our handler, stale SIGIO and SIGPIPE of the old image are dropped,
+        // and from here the program runs with the mask of its first start.
+        discard_pending(&[libc::SIGIO, libc::SIGPIPE], state.sigmask);
         restore_first_mask(state.sigmask);
     }
     // SAFETY: registering plain extern "C" functions.
@@ -194,6 +196,27 @@ pub fn activate(envp: *const *const c_char) {
     if count == 0 && state.generation > 0 {
         // Nothing to claim: nothing for the old generation to wait for.
         ready::become_ready();
+    }
+}
+
+/// Takes `signals` off the pending sets, unless the first start blocked them (then they are
+/// the program's own to receive).
+fn discard_pending(signals: &[c_int], first_mask: u64) {
+    // SAFETY: sigtimedwait with a zero timeout on a valid set of signals blocked in this thread;
+    // it never blocks.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            if first_mask & (1 << (sig - 1)) == 0 {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        while libc::sigtimedwait(&set, std::ptr::null_mut(), &zero) > 0 {}
     }
 }
 

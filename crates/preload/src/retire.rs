@@ -312,8 +312,13 @@ pub fn on_drain_progress() {
 /// The worker side: ghost, pass it on to our own children, and leave if nothing is in flight.
 /// Runs in the [`RETIRE_SIGNAL`] handler.
 pub fn retire_worker() {
+    if RETIRING.load(Ordering::SeqCst) {
+        // Forked by a parent that was retiring already: nothing of its own to ghost.
+        on_drain_progress();
+        return;
+    }
     // A child forked before the program bound anything is not a member of the generation.
-    if RETIRING.load(Ordering::SeqCst) || !fdtable::any(Kind::Bound) {
+    if !fdtable::any(Kind::Bound) {
         return;
     }
     ghost_all();

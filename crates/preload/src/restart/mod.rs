@@ -503,6 +503,7 @@ impl Restarter {
             } else if self.options().mode == Mode::Exec {
                 !workers
                     .iter()
+                    .filter(|&&pid| !crate::lifecycle::is_late_child(pid))
                     .any(|&pid| crate::procfs::is_live_child(pid, me))
             } else {
                 true

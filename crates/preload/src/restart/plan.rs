@@ -37,8 +37,7 @@ pub struct Plan {
     /// Descriptors that must survive `execve`.
     pub keep: Vec<RawFd>,
     pub stdio: Option<[RawFd; 3]>,
-    /// Mask the new image starts with: the first start's, plus the restart signal blocked so a
-    /// signal sent during the switch stays pending until the new generation can take it.
+    /// Mask the new image starts with: the first start's, plus [`exec_blocked`].
     pub sigmask: libc::sigset_t,
     /// Signals to put back to their first-start disposition.
     pub dispositions: Vec<(c_int, libc::sighandler_t)>,
@@ -100,6 +99,17 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
+}
+
+/// Signals blocked across the `execve`: the restart signal, so one sent during the switch stays
+/// pending until the new generation has its handler; SIGIO and SIGPIPE, so one the old image's
+/// I/O raises during the switch (nginx's worker channels are O_ASYNC) does not kill the new
+/// program before it has a handler (the new generation discards those).
+pub fn exec_blocked(restart_signal: c_int) -> u64 {
+    [restart_signal, libc::SIGIO, libc::SIGPIPE]
+        .into_iter()
+        .filter(|sig| (1..=64).contains(sig))
+        .fold(0, |bits, sig| bits | 1u64 << (sig - 1))
 }
 
 /// The signal set with bit `n - 1` of `bits` for signal `n`.
@@ -220,7 +230,7 @@ impl Plan {
             cwd: c_string(options.cwd.as_os_str().as_bytes())?,
             keep,
             stdio,
-            sigmask: sigset_from_bits(config.first_sigmask | (1u64 << (restart_signal - 1))),
+            sigmask: sigset_from_bits(config.first_sigmask | exec_blocked(restart_signal)),
             dispositions: disposition_changes(config.first_ignored),
             pid_slot: None,
         };

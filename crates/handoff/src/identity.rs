@@ -101,6 +101,20 @@ impl Address {
         }
     }
 
+    /// Whether [`Address::from_sockaddr`] would give an address, without building it (no
+    /// allocation: `bind` asks this on every call).
+    pub fn is_tracked(raw: &[u8]) -> bool {
+        if raw.len() < 2 {
+            return false;
+        }
+        match i32::from(u16::from_ne_bytes([raw[0], raw[1]])) {
+            libc::AF_INET => raw.len() >= 8,
+            libc::AF_INET6 => raw.len() >= 24,
+            libc::AF_UNIX => raw.len() > 2 && (raw[2] != 0 || raw.len() > 3),
+            _ => false,
+        }
+    }
+
     /// The port, for internet addresses.
     pub fn port(&self) -> Option<u16> {
         match self {
@@ -338,6 +352,28 @@ mod tests {
         assert_eq!(abs.to_string(), "@svc");
         assert_eq!(Address::from_sockaddr(&sockaddr_un(b"", 0)), None);
         assert_eq!(Address::from_sockaddr(&sockaddr_un(b"\0", 0)), None);
+    }
+
+    #[test]
+    fn is_tracked_agrees_with_from_sockaddr() {
+        let cases = [
+            sockaddr_in([127, 0, 0, 1], 80, 16),
+            sockaddr_in([127, 0, 0, 1], 80, 16)[..6].to_vec(),
+            sockaddr_in6(Ipv6Addr::LOCALHOST, 80, 0, 28),
+            sockaddr_in6(Ipv6Addr::LOCALHOST, 80, 0, 28)[..20].to_vec(),
+            sockaddr_un(b"/run/x", 0),
+            sockaddr_un(b"\0name", 0),
+            sockaddr_un(b"\0", 0),
+            sockaddr_un(b"", 0),
+            vec![],
+        ];
+        for raw in cases {
+            assert_eq!(
+                Address::is_tracked(&raw),
+                Address::from_sockaddr(&raw).is_some(),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]

@@ -69,16 +69,33 @@ fn adopt(fd: RawFd, inherited: RawFd) -> bool {
     sys::move_onto(inherited, fd, cloexec)
 }
 
-/// `bind(fd, addr, len)`.
+/// `bind(fd, addr, len)`. With nothing inherited to match (and no `--multi` or `--debug`), it
+/// is the real call plus bookkeeping: the address is not even parsed.
 pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
-    let address = if addr.is_null() {
-        None
+    let raw: &[u8] = if addr.is_null() {
+        &[]
     } else {
         // SAFETY: the caller passes an address of `len` bytes.
-        let raw = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
-        Address::from_sockaddr(raw)
+        unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) }
     };
-    let Some(address) = address else {
+    if !Address::is_tracked(raw) {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { real::bind(fd, addr, len) };
+    }
+    let plain = !sockets::has_unclaimed()
+        && !process::debug()
+        && !process::config().is_some_and(|c| c.options.reuseport);
+    if plain {
+        // SAFETY: forwarding the caller's arguments.
+        let result = unsafe { real::bind(fd, addr, len) };
+        if result == 0 {
+            let _errno = errno::Preserve::now();
+            sockets::add(fd, None, false);
+            after_bind(fd);
+        }
+        return result;
+    }
+    let Some(address) = Address::from_sockaddr(raw) else {
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real::bind(fd, addr, len) };
     };

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crate::fdtable::{self, Kind};
 use crate::process::CONNECTIONS;
-use crate::{internal, real, retire, sockets, sys};
+use crate::{internal, real, retire, sockets};
 
 /// Forgets `fd`; returns whether a connection is going away.
 fn forget(fd: RawFd, kind: Kind) -> bool {
@@ -95,8 +95,8 @@ pub fn dup_onto(old: RawFd, new: RawFd, flags: Option<c_int>) -> c_int {
         // SAFETY: forwarding the caller's arguments.
         None => unsafe { real::dup2(old, new) },
     };
-    // dup2 onto itself changes nothing; an invalid `old` changes nothing either.
-    if old == new || !sys::is_open(old) {
+    // dup2 onto itself changes nothing.
+    if old == new {
         return call();
     }
     let old_kind = fdtable::get(old);
@@ -109,9 +109,14 @@ pub fn dup_onto(old: RawFd, new: RawFd, flags: Option<c_int>) -> c_int {
     };
     let result = call();
     let _errno = crate::errno::Preserve::now();
-    if result >= 0 {
-        track_copy(old, result, old_kind);
+    if result < 0 {
+        // Nothing changed (an invalid `old`): `new` is what it was.
+        if matches!(new_kind, Kind::Connection | Kind::Ghost | Kind::Epoll) {
+            fdtable::set(new, new_kind);
+        }
+        return result;
     }
+    track_copy(old, result, old_kind);
     if connection {
         connection_gone();
     }

@@ -101,7 +101,8 @@ pub fn set(fd: RawFd, kind: Kind) {
     // SAFETY: chunks are never freed once published.
     let chunk = unsafe { &*chunk };
     chunk[offset].store(kind as u8, Ordering::Release);
-    if kind != Kind::Untracked {
+    // A plain load first: the locked read-modify-write only when the mark is new.
+    if kind != Kind::Untracked && fd > HIGHEST.load(Ordering::Relaxed) {
         HIGHEST.fetch_max(fd, Ordering::AcqRel);
     }
 }

@@ -31,17 +31,58 @@ fn door<T: From<i8>>(direct: impl FnOnce() -> T, logic: impl FnOnce() -> T) -> T
     })
 }
 
+/// The hot path's door, for a call about descriptor `fd`: a descriptor the library does not
+/// track (files, pipes, client sockets) goes straight to libc after one table lookup. The logic
+/// behind it (descriptor bookkeeping, accept, bind) never calls back into our hooks, so it runs
+/// without the thread-local re-entry flag, which costs a `__tls_get_addr` call in a preloaded
+/// library.
+#[inline(always)]
+fn door_for<T: From<i8>>(fd: c_int, direct: impl FnOnce() -> T, logic: impl FnOnce() -> T) -> T {
+    if process::active() && fdtable::get(fd) != fdtable::Kind::Untracked {
+        unguarded(logic)
+    } else {
+        direct()
+    }
+}
+
+/// [`door_for`] for `dup2`/`dup3`: only when one of the two descriptors is tracked.
+#[inline(always)]
+fn door_for_pair(
+    old: c_int,
+    new: c_int,
+    direct: impl FnOnce() -> c_int,
+    logic: impl FnOnce() -> c_int,
+) -> c_int {
+    let tracked = |fd| fdtable::get(fd) != fdtable::Kind::Untracked;
+    if process::active() && (tracked(old) || tracked(new)) {
+        unguarded(logic)
+    } else {
+        direct()
+    }
+}
+
+/// Runs hot-path logic with panics caught.
+#[inline(always)]
+fn unguarded<T: From<i8>>(logic: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(logic)).unwrap_or_else(|_| {
+        errno::set(libc::EIO);
+        T::from(-1)
+    })
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    door(
-        || unsafe { real::bind(fd, addr, len) },
-        || binding::bind(fd, addr, len),
-    )
+    if process::active() {
+        unguarded(|| binding::bind(fd, addr, len))
+    } else {
+        unsafe { real::bind(fd, addr, len) }
+    }
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    door(
+    door_for(
+        fd,
         || unsafe { real::listen(fd, backlog) },
         || binding::listen(fd, backlog),
     )
@@ -49,7 +90,8 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    door(
+    door_for(
+        fd,
         || unsafe { real::accept(fd, addr, len) },
         || accepting::accept(fd, addr, len, None),
     )
@@ -62,7 +104,8 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    door(
+    door_for(
+        fd,
         || unsafe { real::accept4(fd, addr, len, flags) },
         || accepting::accept(fd, addr, len, Some(flags)),
     )
@@ -70,17 +113,19 @@ pub unsafe extern "C" fn accept4(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    door(|| unsafe { real::close(fd) }, || descriptors::close(fd))
+    door_for(fd, || unsafe { real::close(fd) }, || descriptors::close(fd))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    door(|| unsafe { real::dup(fd) }, || descriptors::dup(fd))
+    door_for(fd, || unsafe { real::dup(fd) }, || descriptors::dup(fd))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    door(
+    door_for_pair(
+        old,
+        new,
         || unsafe { real::dup2(old, new) },
         || descriptors::dup_onto(old, new, None),
     )
@@ -88,7 +133,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    door(
+    door_for_pair(
+        old,
+        new,
         || unsafe { real::dup3(old, new, flags) },
         || descriptors::dup_onto(old, new, Some(flags)),
     )
@@ -101,7 +148,8 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return unsafe { real::fcntl(fd, cmd, arg) };
     }
-    door(
+    door_for(
+        fd,
         || unsafe { real::fcntl(fd, cmd, arg) },
         || descriptors::duplicate(fd, cmd, arg),
     )
@@ -114,7 +162,8 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return unsafe { real::fcntl64(fd, cmd, arg) };
     }
-    door(
+    door_for(
+        fd,
         || unsafe { real::fcntl64(fd, cmd, arg) },
         || descriptors::duplicate(fd, cmd, arg),
     )
@@ -427,8 +476,15 @@ pub unsafe extern "C" fn syscall(
     ) {
         return direct();
     }
+    let fd = a1 as c_int;
+    let about_one_descriptor = matches!(
+        n,
+        libc::SYS_close | libc::SYS_dup | libc::SYS_accept | libc::SYS_accept4 | libc::SYS_listen
+    );
+    if about_one_descriptor && fdtable::get(fd) == fdtable::Kind::Untracked {
+        return direct();
+    }
     door(direct, || {
-        let fd = a1 as c_int;
         c_long::from(match n {
             libc::SYS_close => descriptors::close(fd),
             libc::SYS_accept => {

@@ -136,6 +136,10 @@ pub fn activate(envp: *const *const c_char) {
             fresh
         }
     };
+    // From here this process takes part: resolve every real function now, so the signal
+    // handlers and the restart child never call dlsym. (A passive process resolves only the
+    // ones it calls, on first use.)
+    real::resolve_all();
     let options = match Options::decode(options_text) {
         Ok(options) => options,
         Err(error) => {
@@ -358,6 +362,5 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
     let Some(_inside) = crate::reentry::enter() else {
         return;
     };
-    real::resolve_all();
     let _ = std::panic::catch_unwind(|| activate(envp));
 }

@@ -5,6 +5,7 @@
 //! descriptors are bound sockets; this registry says which socket each one is.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use huptime_handoff::SocketIdentity;
 use huptime_handoff::state::InheritedSocket;
@@ -18,8 +19,10 @@ pub struct BoundSocket {
     /// What a bind must ask for to get it; worked out when first needed (see
     /// [`crate::binding::identity_of_bound`]).
     identity: Option<SocketIdentity>,
-    /// The program's descriptors referring to it (a `dup` adds one).
-    pub fds: Vec<RawFd>,
+    /// The program's descriptor for it.
+    fd: RawFd,
+    /// More descriptors for it (a `dup` adds one); usually none, so nothing is allocated.
+    aliases: Vec<RawFd>,
     /// Claimed from the previous generation rather than bound afresh.
     pub inherited: bool,
     /// The program serves it (accepted on it, polled it, put it in an epoll set).
@@ -30,6 +33,9 @@ struct Registry {
     bound: Vec<BoundSocket>,
     unclaimed: Vec<InheritedSocket>,
 }
+
+/// How many inherited sockets wait to be claimed: read by every `bind`, without the lock.
+static UNCLAIMED: AtomicUsize = AtomicUsize::new(0);
 
 static REGISTRY: ForkSafeLock<Registry> = ForkSafeLock::new(Registry {
     bound: Vec::new(),
@@ -51,7 +57,9 @@ pub fn inherit(sockets: Vec<InheritedSocket>) {
     for socket in &sockets {
         fdtable::set(socket.fd, Kind::Internal);
     }
-    REGISTRY.lock().unclaimed = sockets;
+    let mut registry = REGISTRY.lock();
+    registry.unclaimed = sockets;
+    UNCLAIMED.store(registry.unclaimed.len(), Ordering::Release);
 }
 
 /// Removes and returns the first unclaimed inherited socket with this identity: the k-th bind of
@@ -62,7 +70,9 @@ pub fn claim(identity: &SocketIdentity) -> Option<RawFd> {
         .unclaimed
         .iter()
         .position(|s| &s.identity == identity)?;
-    Some(registry.unclaimed.remove(index).fd)
+    let socket = registry.unclaimed.remove(index);
+    UNCLAIMED.store(registry.unclaimed.len(), Ordering::Release);
+    Some(socket.fd)
 }
 
 /// An unclaimed inherited socket moved from `from` to `to`; returns whether there was one.
@@ -78,15 +88,23 @@ pub fn aliases(fd: RawFd) -> Vec<RawFd> {
     registry
         .bound
         .iter()
-        .find(|s| s.fds.contains(&fd))
-        .map_or_else(Vec::new, |s| s.fds.clone())
+        .find(|s| s.holds(fd))
+        .map_or_else(Vec::new, |s| {
+            std::iter::once(s.fd)
+                .chain(s.aliases.iter().copied())
+                .collect()
+        })
 }
 
 impl BoundSocket {
+    fn holds(&self, fd: RawFd) -> bool {
+        self.fd == fd || self.aliases.contains(&fd)
+    }
+
     /// The identity, worked out now if it was not yet. `None` for a family we do not hand over.
     fn identity(&mut self) -> Option<&SocketIdentity> {
         if self.identity.is_none() {
-            self.identity = crate::binding::identity_of_bound(*self.fds.first()?);
+            self.identity = crate::binding::identity_of_bound(self.fd);
         }
         self.identity.as_ref()
     }
@@ -97,7 +115,8 @@ pub fn add(fd: RawFd, identity: Option<SocketIdentity>, inherited: bool) {
     fdtable::set(fd, Kind::Bound);
     REGISTRY.lock().bound.push(BoundSocket {
         identity,
-        fds: vec![fd],
+        fd,
+        aliases: Vec::new(),
         inherited,
         served: false,
     });
@@ -106,12 +125,8 @@ pub fn add(fd: RawFd, identity: Option<SocketIdentity>, inherited: bool) {
 /// `copy` now refers to the same socket as `original`.
 pub fn add_alias(original: RawFd, copy: RawFd) {
     let mut registry = REGISTRY.lock();
-    if let Some(socket) = registry
-        .bound
-        .iter_mut()
-        .find(|s| s.fds.contains(&original))
-    {
-        socket.fds.push(copy);
+    if let Some(socket) = registry.bound.iter_mut().find(|s| s.holds(original)) {
+        socket.aliases.push(copy);
         fdtable::set(copy, Kind::Bound);
     }
 }
@@ -124,19 +139,22 @@ pub fn add_alias(original: RawFd, copy: RawFd) {
 pub fn remove_fd(fd: RawFd) {
     let keep = process::config().is_some_and(|c| c.options.revive) && process::is_master();
     let mut registry = REGISTRY.lock();
-    let Some(index) = registry.bound.iter().position(|s| s.fds.contains(&fd)) else {
+    let Some(index) = registry.bound.iter().position(|s| s.holds(fd)) else {
         return;
     };
     let socket = &mut registry.bound[index];
-    socket.fds.retain(|&f| f != fd);
-    if !socket.fds.is_empty() {
+    if socket.fd != fd {
+        socket.aliases.retain(|&f| f != fd);
+        return;
+    }
+    if let Some(next) = socket.aliases.pop() {
+        socket.fd = next;
         return;
     }
     if !keep {
         registry.bound.remove(index);
         return;
     }
-    socket.fds.push(fd);
     let identity = socket.identity().cloned();
     registry.bound.remove(index);
     if let Some(identity) = identity
@@ -147,6 +165,7 @@ pub fn remove_fd(fd: RawFd) {
         registry
             .unclaimed
             .push(InheritedSocket { fd: copy, identity });
+        UNCLAIMED.store(registry.unclaimed.len(), Ordering::Release);
     }
 }
 
@@ -164,7 +183,7 @@ pub enum Served {
 /// count as soon as they are claimed), and at least one socket served.
 pub fn mark_served(fd: RawFd) -> Served {
     let mut registry = REGISTRY.lock();
-    let Some(socket) = registry.bound.iter_mut().find(|s| s.fds.contains(&fd)) else {
+    let Some(socket) = registry.bound.iter_mut().find(|s| s.holds(fd)) else {
         return Served::Unchanged;
     };
     if socket.served {
@@ -185,6 +204,7 @@ pub fn mark_served(fd: RawFd) -> Served {
 /// accepting rather than queueing clients nobody serves). Returns what was closed.
 pub fn close_unclaimed() -> Vec<SocketIdentity> {
     let unclaimed = std::mem::take(&mut REGISTRY.lock().unclaimed);
+    UNCLAIMED.store(0, Ordering::Release);
     unclaimed
         .into_iter()
         .map(|socket| {
@@ -207,7 +227,7 @@ pub fn is_unclaimed_path(path: &[u8]) -> bool {
 
 /// Whether any inherited socket is waiting to be claimed.
 pub fn has_unclaimed() -> bool {
-    !REGISTRY.lock().unclaimed.is_empty()
+    UNCLAIMED.load(Ordering::Acquire) > 0
 }
 
 /// The sockets to hand to the next generation: one descriptor per socket, for stream sockets
@@ -220,7 +240,7 @@ pub fn handover() -> Vec<InheritedSocket> {
         .bound
         .iter_mut()
         .filter_map(|socket| {
-            let fd = *socket.fds.first()?;
+            let fd = socket.fd;
             crate::retire::serves_clients(fd)?;
             let identity = socket.identity()?.clone();
             Some(InheritedSocket { fd, identity })

@@ -60,7 +60,11 @@ pub fn wake(reason: Wake) {
 /// Starts the restart thread of a master, once. Created with every signal blocked, then it
 /// unblocks only the restart signal: it must not steal signals the program waits for.
 pub fn start_thread() {
-    if !process::is_master() || STARTED.swap(true, Ordering::SeqCst) {
+    // Every bind comes here: a plain load before the locked swap.
+    if !process::is_master()
+        || STARTED.load(Ordering::Relaxed)
+        || STARTED.swap(true, Ordering::SeqCst)
+    {
         return;
     }
     // A worker that became the master (a daemon) no longer reports to its former master.

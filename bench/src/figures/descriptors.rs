@@ -1,0 +1,134 @@
+//! Figure 3: the descriptor calls the library hooks, in a loop (the `fdbench` program), with
+//! 10, 1 000 and 15 000 descriptors open, some of them listening sockets and accepted
+//! connections the library tracks. Run bare and under `huptime --`, where the library is
+//! active. "Flat" compares huptime's overhead at 15 000 descriptors with that at 10, so that
+//! the kernel's own cost of a bigger descriptor table does not count against it.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+
+use super::{Context, Failure, Report};
+use crate::report::{Row, Target, Unit};
+use crate::setup::Variant;
+use crate::stats::{Samples, interleave, paired_median};
+
+const COUNTS: [usize; 3] = [10, 1_000, 15_000];
+
+/// fdbench's operation names, and what the rows call them.
+const OPERATIONS: [(&str, &str); 6] = [
+    ("close-dup", "`close(dup(fd))`, fd untracked"),
+    (
+        "close-dup-tracked",
+        "`close(dup(fd))`, fd an accepted connection",
+    ),
+    ("dup2", "`dup2(fd, other)`, fd untracked"),
+    (
+        "dup2-tracked",
+        "`dup2(fd, other)`, fd an accepted connection",
+    ),
+    ("bind-tcp", "`bind()` of a fresh socket to 127.0.0.1:0"),
+    (
+        "bind-unix",
+        "`bind()` of a fresh socket to an abstract Unix address",
+    ),
+];
+
+const TARGET: f64 = 1.10;
+
+/// ns per call by (operation, open descriptors), from one run of fdbench.
+type Run = HashMap<(String, usize), f64>;
+
+fn parse(output: &str) -> Result<Run, String> {
+    output
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields[..] {
+                [operation, fds, ns] => Ok((
+                    (
+                        operation.to_string(),
+                        fds.parse().map_err(|_| line.to_string())?,
+                    ),
+                    ns.parse().map_err(|_| line.to_string())?,
+                )),
+                _ => Err(format!("fdbench printed {line:?}")),
+            }
+        })
+        .collect()
+}
+
+fn thousands(count: usize) -> String {
+    crate::report::thousands(count as f64)
+}
+
+pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
+    let counts = COUNTS.map(|n| n.to_string()).join(",");
+    let iterations = ctx.mode.pick(20_000, 400_000).to_string();
+    let args = ["--fds", &counts, "--iterations", &iterations];
+    let fdbench = |variant: Variant<'_>| -> Result<Run, String> {
+        let output = ctx
+            .setup
+            .command(variant, &ctx.setup.fdbench, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run fdbench: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "fdbench failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        parse(&String::from_utf8_lossy(&output.stdout))
+    };
+    let runs = interleave(
+        ctx.mode.pick(2, 7),
+        &mut [&mut || fdbench(Variant::Bare), &mut || {
+            fdbench(Variant::Huptime(&[]))
+        }],
+    )?;
+    let samples = |variant: usize, key: (&str, usize)| -> Result<Samples, String> {
+        runs[variant]
+            .iter()
+            .map(|run| {
+                run.get(&(key.0.to_string(), key.1))
+                    .copied()
+                    .ok_or_else(|| format!("fdbench did not measure {} with {} open", key.0, key.1))
+            })
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for (operation, case) in OPERATIONS {
+        let mut ratios = Vec::new();
+        for fds in COUNTS {
+            let (bare, huptime) = (samples(0, (operation, fds))?, samples(1, (operation, fds))?);
+            ratios.push(paired_median(&bare, &huptime, |bare, huptime| {
+                huptime / bare
+            }));
+            rows.push(Row::ratio(
+                format!("{case}, {} open", thousands(fds)),
+                Unit::Nanos,
+                &bare,
+                &huptime,
+                Target::RatioAtMost(TARGET),
+            ));
+        }
+        let (low, high) = (COUNTS[0], COUNTS[COUNTS.len() - 1]);
+        rows.push(Row::change(
+            format!(
+                "{case}: flat (overhead at {} open vs {low})",
+                thousands(high)
+            ),
+            (&thousands(low), ratios[0]),
+            (&thousands(high), ratios[ratios.len() - 1]),
+            Target::RatioAtMost(TARGET),
+        ));
+    }
+    Ok(Report {
+        reference: "bare",
+        measured: "huptime",
+        rows,
+        notes: Vec::new(),
+    })
+}

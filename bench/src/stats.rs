@@ -1,0 +1,135 @@
+//! Samples and the interleaved A/B schedule they are taken on.
+
+/// Measurements of one quantity, one per round.
+#[derive(Clone, Debug, Default)]
+pub struct Samples(Vec<f64>);
+
+impl Samples {
+    pub fn push(&mut self, value: f64) {
+        self.0.push(value);
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut values = self.0.clone();
+        values.sort_by(f64::total_cmp);
+        values
+    }
+
+    /// The middle value (the mean of the two middle ones for an even count); NaN when empty.
+    pub fn median(&self) -> f64 {
+        let values = self.sorted();
+        let n = values.len();
+        match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => values[n / 2],
+            _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+        }
+    }
+
+    pub fn min(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NAN, f64::min)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.0.iter().copied().fold(f64::NAN, f64::max)
+    }
+}
+
+impl FromIterator<f64> for Samples {
+    fn from_iter<I: IntoIterator<Item = f64>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// The median over rounds of `combine(a, b)` of the values `a` and `b` measured in the same
+/// round: each huptime run is compared with the reference run next to it in time, so that a
+/// change in the machine's load from one round to the next cancels out.
+pub fn paired_median(a: &Samples, b: &Samples, combine: fn(f64, f64) -> f64) -> f64 {
+    a.0.iter()
+        .zip(&b.0)
+        .map(|(&a, &b)| combine(a, b))
+        .collect::<Samples>()
+        .median()
+}
+
+/// The `q`-quantile (0..=1) of `values`, nearest rank; NaN when empty.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = (q * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
+}
+
+/// Runs every variant once per round, in order (A B A B … or A B C A B C …), so that a change
+/// in the machine's load during the run hits all variants alike. Returns each variant's
+/// results, in round order.
+pub fn interleave<T, E>(
+    rounds: usize,
+    variants: &mut [&mut dyn FnMut() -> Result<T, E>],
+) -> Result<Vec<Vec<T>>, E> {
+    let mut results: Vec<Vec<T>> = variants.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (variant, results) in variants.iter_mut().zip(&mut results) {
+            results.push(variant()?);
+        }
+    }
+    Ok(results)
+}
+
+/// [`interleave`] for variants that measure one value each.
+pub fn interleave_samples<E>(
+    rounds: usize,
+    variants: &mut [&mut dyn FnMut() -> Result<f64, E>],
+) -> Result<Vec<Samples>, E> {
+    let results = interleave(rounds, variants)?;
+    Ok(results.into_iter().map(Samples).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_min_max() {
+        let odd: Samples = [3.0, 1.0, 2.0].into_iter().collect();
+        assert_eq!((odd.median(), odd.min(), odd.max()), (2.0, 1.0, 3.0));
+        let even: Samples = [4.0, 1.0, 2.0, 3.0].into_iter().collect();
+        assert_eq!(even.median(), 2.5);
+        assert!(Samples::default().median().is_nan());
+    }
+
+    #[test]
+    fn pairs_rounds() {
+        let a: Samples = [100.0, 200.0, 400.0].into_iter().collect();
+        let b: Samples = [110.0, 200.0, 360.0].into_iter().collect();
+        assert_eq!(paired_median(&a, &b, |a, b| b / a), 1.0);
+        assert_eq!(paired_median(&a, &b, |a, b| b - a), 0.0);
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let mut values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&mut values, 0.99), 99.0);
+        assert_eq!(quantile(&mut values, 1.0), 100.0);
+        assert_eq!(quantile(&mut [5.0], 0.99), 5.0);
+    }
+
+    #[test]
+    fn interleaves_variants_round_by_round() {
+        let mut order = Vec::new();
+        let order_cell = std::cell::RefCell::new(&mut order);
+        let mut a = || -> Result<f64, ()> {
+            order_cell.borrow_mut().push('A');
+            Ok(1.0)
+        };
+        let mut b = || -> Result<f64, ()> {
+            order_cell.borrow_mut().push('B');
+            Ok(2.0)
+        };
+        let samples = interleave_samples(2, &mut [&mut a, &mut b]).unwrap();
+        assert_eq!(samples[1].median(), 2.0);
+        assert_eq!(order, ['A', 'B', 'A', 'B']);
+    }
+}

@@ -9,13 +9,14 @@
 //! `cargo build --workspace`.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use huptime_tests::control::{Outcome, private_dir, run_bounded};
 use huptime_tests::{
     Endpoint, Load, Sandbox, ServerProcess, free_port, get, huptime_binary, wait_gone,
 };
@@ -34,15 +35,6 @@ const NOBODY: u32 = 65534;
 /// The test server script, by absolute path.
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/blocking.py")
-}
-
-/// A directory only its owner can use, as `XDG_RUNTIME_DIR` must be.
-fn private_dir(path: &Path) -> PathBuf {
-    DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    path.to_owned()
 }
 
 fn write_version(path: &Path, version: &str) {
@@ -72,61 +64,6 @@ fn server_words(python: &str, port: u16, version_file: &Path) -> Vec<OsString> {
     ])
 }
 
-/// What a finished control command said.
-#[derive(Debug)]
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
-    fn expect_code(&self, code: i32, what: &str) -> &Self {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "{what}: exit status; stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
-
-/// Runs `command` (its output going to files in the sandbox) and waits for it, at most
-/// [`CONTROL_TIMEOUT`].
-fn run(sandbox: &Sandbox, mut command: Command) -> Outcome {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static RUNS: AtomicU32 = AtomicU32::new(0);
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let stdout_path = sandbox.file(&format!("control-{n}.stdout.log"));
-    let stderr_path = sandbox.file(&format!("control-{n}.stderr.log"));
-    let mut child = command
-        .stdout(File::create(&stdout_path).expect("create a log"))
-        .stderr(File::create(&stderr_path).expect("create a log"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
-    let deadline = Instant::now() + CONTROL_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for a control command") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {CONTROL_TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    let outcome = Outcome {
-        code: status.code(),
-        stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
-        stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
-    };
-    eprintln!("{command:?} -> {outcome:?}");
-    outcome
-}
-
 /// `huptime <args...>` with `XDG_RUNTIME_DIR` set to `runtime_dir`.
 fn huptime(sandbox: &Sandbox, runtime_dir: &Path, args: &[OsString]) -> Command {
     let mut command = sandbox.command(huptime_binary());
@@ -145,7 +82,27 @@ fn control(
     let mut args = words([action]);
     args.extend(words(extra));
     args.extend_from_slice(command_words);
-    run(sandbox, huptime(sandbox, runtime_dir, &args))
+    run_bounded(
+        sandbox,
+        huptime(sandbox, runtime_dir, &args),
+        CONTROL_TIMEOUT,
+    )
+}
+
+/// `huptime --restart [extra...] <words...>`, which must succeed; the old and new pid it
+/// reports.
+fn restart(
+    sandbox: &Sandbox,
+    runtime_dir: &Path,
+    extra: &[&str],
+    command_words: &[OsString],
+    what: &str,
+) -> (u32, u32) {
+    let mut args = vec![RESTART_TIMEOUT_ARG];
+    args.extend(extra);
+    let outcome = control(sandbox, runtime_dir, "--restart", &args, command_words);
+    outcome.expect_code(0, what);
+    restart_pids(&outcome)
 }
 
 /// The pid on the `PID:` line of a `--status` block, one per instance.
@@ -236,15 +193,13 @@ fn status_restart_and_stop_in_fork_mode() {
 
     // --restart by the whole command: a new process serves the new version.
     write_version(&version_file, "v2");
-    let restart = control(
+    let (old, new) = restart(
         &sandbox,
         &runtime_dir,
-        "--restart",
-        &[RESTART_TIMEOUT_ARG, "--"],
+        &["--"],
         &server,
+        "--restart of the running command",
     );
-    restart.expect_code(0, "--restart of the running command");
-    let (old, new) = restart_pids(&restart);
     assert_eq!(old, first.pid, "--restart's old pid");
     assert_ne!(new, old, "fork mode: the new generation is a new process");
     let reply = get(port).expect("GET after --restart");
@@ -259,15 +214,13 @@ fn status_restart_and_stop_in_fork_mode() {
 
     // --restart by the words after `python3`, typed as a user would (no `--`).
     write_version(&version_file, "v3");
-    let restart = control(
+    let (old, newer) = restart(
         &sandbox,
         &runtime_dir,
-        "--restart",
-        &[RESTART_TIMEOUT_ARG],
+        &[],
         &server[1..],
+        "--restart of the command without its interpreter",
     );
-    restart.expect_code(0, "--restart of the command without its interpreter");
-    let (old, newer) = restart_pids(&restart);
     assert_eq!(old, new, "--restart's old pid");
     assert_ne!(newer, new, "fork mode: the new generation is a new process");
     let reply = get(port).expect("GET after --restart");
@@ -277,9 +230,7 @@ fn status_restart_and_stop_in_fork_mode() {
         "served after --restart returned"
     );
 
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    load.stop_without_failures();
 
     control(
         &sandbox,
@@ -326,19 +277,14 @@ fn restart_in_exec_mode_keeps_the_pid() {
     load.wait_until_served_by("v1", Duration::from_secs(10));
     for version in ["v2", "v3"] {
         write_version(&version_file, version);
-        let restart = control(
+        let pids = restart(
             &sandbox,
             &runtime_dir,
-            "--restart",
-            &[RESTART_TIMEOUT_ARG],
+            &[],
             &server[1..],
+            "--restart in exec mode",
         );
-        restart.expect_code(0, "--restart in exec mode");
-        assert_eq!(
-            restart_pids(&restart),
-            (pid, pid),
-            "exec mode keeps the pid"
-        );
+        assert_eq!(pids, (pid, pid), "exec mode keeps the pid");
         let reply = get(port).expect("GET after --restart");
         assert_eq!(
             (reply.version.as_str(), reply.pid),
@@ -346,9 +292,7 @@ fn restart_in_exec_mode_keeps_the_pid() {
             "served after --restart returned"
         );
     }
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    load.stop_without_failures();
 
     let status = control(&sandbox, &runtime_dir, "--status", &["--"], &server);
     status.expect_code(0, "--status in exec mode");
@@ -412,15 +356,13 @@ fn commands_that_only_start_the_same_are_not_touched() {
     assert_eq!(all, expected, "--status lists both instances");
 
     write_version(&version_file, "v2");
-    let restart = control(
+    let (old, new) = restart(
         &sandbox,
         &runtime_dir,
-        "--restart",
-        &[RESTART_TIMEOUT_ARG, "--"],
+        &["--"],
         &server,
+        "--restart of the target",
     );
-    restart.expect_code(0, "--restart of the target");
-    let (old, new) = restart_pids(&restart);
     assert_eq!(old, target_pid);
     assert_untouched(&port.into(), new, "v2", "the restarted target");
     assert_untouched(&bare_endpoint, bare_pid, "v1", "the bare process");
@@ -566,7 +508,7 @@ fn another_users_instance_is_never_signalled() {
         .args(&server)
         .env("XDG_RUNTIME_DIR", &nobody_runtime)
         .env("HOME", &home);
-    let own = run(&sandbox, own_status);
+    let own = run_bounded(&sandbox, own_status, CONTROL_TIMEOUT);
     own.expect_code(0, "nobody's own --status");
     assert_eq!(status_pids(&own), [pid], "nobody's own --status");
 

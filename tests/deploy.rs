@@ -89,9 +89,7 @@ fn restart_under_load(
         load.wait_until_served_by(new, SERVED_TIMEOUT);
     }
 
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    let report = load.stop_without_failures();
     let seen: Vec<&str> = report.versions().into_iter().collect();
     let mut expected = versions.to_vec();
     expected.sort();

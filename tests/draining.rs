@@ -27,10 +27,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use huptime_tests::{
-    ClientError, Load, Reply, SIGHUP, Sandbox, Style, free_port, get, hold, pids_alive,
-    read_pid_file, send_signal, wait_for_version, wait_gone,
+    ClientError, Load, Reply, SIGHUP, Sandbox, ServerCommand, Style, free_port, get, hold,
+    pids_alive, read_pid_file, send_signal, wait_for_version, wait_gone,
 };
-use safe_handover::{Instance, Words, start, write_file};
+use safe_handover::{Instance, start, write_file};
 
 const LOAD_CLIENTS: usize = 3;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,14 +69,12 @@ fn start_threaded(name: &str, args: &[&str]) -> Server {
     let version_file = sandbox.file("version");
     let pid_file = sandbox.file("server.pid");
     write_file(&version_file, "v1");
-    let words = Words::python(Style::Threaded.script())
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--version-file")
-        .arg(&version_file)
-        .arg("--pid-file")
-        .arg(&pid_file);
-    let instance = start(&sandbox, args, words, port);
+    let server = ServerCommand::python_direct(Style::Threaded.script()).serving(
+        port,
+        &version_file,
+        &pid_file,
+    );
+    let instance = start(&sandbox, args, server, port);
     wait_for_version(port, "v1", START_TIMEOUT);
     assert_eq!(read_pid_file(&pid_file), instance.launched.pid());
     Server {
@@ -188,10 +186,8 @@ fn drain_timeout_ends_a_silent_connection() {
         "the old generation should say the drain timed out:\n{stderr}"
     );
 
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    assert_eq!(report.versions(), BTreeSet::from(["v1", "v2"]), "{report}");
+    let report = load.stop_without_failures();
+    report.assert_versions(["v1", "v2"]);
 }
 
 #[test]
@@ -231,10 +227,8 @@ fn without_drain_timeout_a_silent_connection_keeps_the_old_generation() {
         "the old generation is gone {:?} after its silent client closed",
         closed.elapsed()
     );
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    assert_eq!(report.versions(), BTreeSet::from(["v1", "v2"]), "{report}");
+    let report = load.stop_without_failures();
+    report.assert_versions(["v1", "v2"]);
 }
 
 #[test]
@@ -265,10 +259,11 @@ fn drain_timeout_in_exec_mode() {
     assert_closed(silent, "after the exec");
 
     load.wait_until_served_by("v2", SERVED_TIMEOUT);
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    assert_eq!(report.versions(), BTreeSet::from(["v1", "v2"]), "{report}");
-    let pids: BTreeSet<u32> = report.replies.keys().map(|&(_, pid)| pid).collect();
-    assert_eq!(pids, BTreeSet::from([pid]), "exec mode keeps the pid");
+    let report = load.stop_without_failures();
+    report.assert_versions(["v1", "v2"]);
+    assert_eq!(
+        report.pids(),
+        BTreeSet::from([pid]),
+        "exec mode keeps the pid"
+    );
 }

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use huptime_tests::{
-    Load, Mode, SIGHUP, Sandbox, Style, free_port, read_pid_file, send_signal, wait_for_version,
+    Load, Mode, Sandbox, Style, free_port, read_pid_file, signal_restart, wait_for_version,
     wait_gone,
 };
 
@@ -104,12 +104,13 @@ fn restart_with_nofile(name: &str, limit: libc::rlim_t, mode: Mode) {
     for n in 2..=RESTARTS + 1 {
         let version = format!("v{n}");
         write_version(&version);
-        let target = match mode {
-            Mode::Fork => master,
-            Mode::Exec => launched.pid(),
-        };
         let started = Instant::now();
-        send_signal(target, SIGHUP).expect("SIGHUP");
+        signal_restart(
+            mode,
+            master,
+            launched.pid(),
+            &format!("restart to {version}"),
+        );
         let reply = wait_for_version(port, &version, RESTART_TIMEOUT);
         eprintln!("restart to {version} took {:?}", started.elapsed());
         let new_master = read_pid_file(&pid_file);
@@ -125,9 +126,7 @@ fn restart_with_nofile(name: &str, limit: libc::rlim_t, mode: Mode) {
         master = new_master;
         load.wait_until_served_by(&version, SERVED_TIMEOUT);
     }
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    let report = load.stop_without_failures();
     assert_eq!(
         report.versions().len(),
         RESTARTS + 1,

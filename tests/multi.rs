@@ -6,13 +6,13 @@
 //! `cargo build --workspace`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, DirBuilder};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use huptime_tests::control::private_dir;
 use huptime_tests::{
     Load, SIGHUP, SIGTERM, Sandbox, ServerCommand, free_port, get, listening_sockets, wait_gone,
 };
@@ -254,11 +254,7 @@ fn restarts_both_copies_under_load_and_stops_on_sigterm() {
     let sandbox = Sandbox::new("multi-2");
     let port = free_port();
     let version_file = sandbox.file("version");
-    let runtime_dir = sandbox.file("run");
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&runtime_dir)
-        .expect("create the runtime dir");
+    let runtime_dir = private_dir(&sandbox.file("run"));
     let write_version = |version: &str| {
         fs::write(&version_file, format!("{version}\n")).expect("write the version file");
     };

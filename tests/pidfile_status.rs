@@ -14,8 +14,6 @@
 //!
 //! Each test has its own `XDG_RUNTIME_DIR` in its sandbox. Needs `cargo build --workspace`.
 
-mod ops;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -27,9 +25,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use huptime_tests::control::{Controller, Outcome};
-use huptime_tests::{Sandbox, ServerCommand, free_port, get, pids_alive, wait_for_version};
-
-use ops::{Json, wait_for};
+use huptime_tests::json::Json;
+use huptime_tests::{
+    Sandbox, ServerCommand, free_port, get, pids_alive, wait_for, wait_for_version,
+};
 
 const RESTARTS: u64 = 10;
 const START_TIMEOUT: Duration = Duration::from_secs(10);

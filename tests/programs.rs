@@ -50,7 +50,6 @@ use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use huptime_tests::compat::{self, CompatResult};
@@ -58,7 +57,7 @@ use huptime_tests::control::Controller;
 use huptime_tests::installed::{installed, reported_version};
 use huptime_tests::{
     Endpoint, Load, Mode, Protocol, Reply, SIGHUP, Sandbox, free_port, memcached_add, send_signal,
-    wait_gone,
+    wait_gone, wait_until,
 };
 
 /// huptime restarts per test.
@@ -76,7 +75,6 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const INSTANCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long old processes may take to finish their connections and exit.
 const RETIRE_TIMEOUT: Duration = Duration::from_secs(30);
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Set (to anything) to run the programs with `huptime --debug`: its decisions go to the
 /// program's stderr log, which a failing test prints.
 const DEBUG_ENV: &str = "HUPTIME_TEST_DEBUG";
@@ -123,6 +121,32 @@ struct Program {
     daemonizes: bool,
 }
 
+impl Program {
+    /// `name` (the product `version`) run as `words`, with the common settings: it serves HTTP
+    /// at `/`, each start the version `deploy` chose, and needs nothing else. The programs that
+    /// differ override these fields.
+    fn new(
+        name: &str,
+        version: String,
+        words: Vec<OsString>,
+        deploy: Box<dyn Fn(&str)>,
+    ) -> Program {
+        Program {
+            name: name.into(),
+            version,
+            words,
+            env: Vec::new(),
+            cwd: None,
+            signal: None,
+            protocol: Protocol::http("/"),
+            versioning: Versioning::Chosen,
+            deploy,
+            own_reload: false,
+            daemonizes: false,
+        }
+    }
+}
+
 fn words(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
     items.iter().map(|item| item.as_ref().to_owned()).collect()
 }
@@ -154,24 +178,21 @@ fn python_http_server(sandbox: &Sandbox, port: u16) -> Program {
         fs::rename(&new_link, &current).expect("flip the current link");
     };
     Program {
-        name: "python3 -m http.server".into(),
-        version: format!("Python {}", reported_version(&python, &["--version"])),
-        words: words(&[
-            &python,
-            &"-m",
-            &"http.server",
-            &port.to_string(),
-            &"--bind",
-            &"127.0.0.1",
-        ]),
-        env: Vec::new(),
         cwd: Some(sandbox.file("current")),
-        signal: None,
         protocol: Protocol::http("/version"),
-        versioning: Versioning::Chosen,
-        deploy: Box::new(deploy),
-        own_reload: false,
-        daemonizes: false,
+        ..Program::new(
+            "python3 -m http.server",
+            format!("Python {}", reported_version(&python, &["--version"])),
+            words(&[
+                &python,
+                &"-m",
+                &"http.server",
+                &port.to_string(),
+                &"--bind",
+                &"127.0.0.1",
+            ]),
+            Box::new(deploy),
+        )
     }
 }
 
@@ -184,36 +205,29 @@ fn version_file_deploy(path: PathBuf) -> Box<dyn Fn(&str)> {
 fn node(sandbox: &Sandbox, port: u16) -> Program {
     let node = installed("node", "nodejs");
     let version_file = sandbox.file("version");
-    Program {
-        name: "node server.js (http module)".into(),
-        version: format!("Node.js {}", reported_version(&node, &["--version"])),
-        words: words(&[
+    Program::new(
+        "node server.js (http module)",
+        format!("Node.js {}", reported_version(&node, &["--version"])),
+        words(&[
             &node,
             &programs_dir().join("server.js"),
             &port.to_string(),
             &version_file,
         ]),
-        env: Vec::new(),
-        cwd: None,
-        signal: None,
-        protocol: Protocol::http("/"),
-        versioning: Versioning::Chosen,
-        deploy: version_file_deploy(version_file),
-        own_reload: false,
-        daemonizes: false,
-    }
+        version_file_deploy(version_file),
+    )
 }
 
 /// `java Server.java PORT VERSION_FILE`: the JDK's source launcher, compiling at every start.
 fn java(sandbox: &Sandbox, port: u16) -> Program {
     let java = installed("java", "default-jdk-headless");
     let version_file = sandbox.file("version");
-    Program {
-        name: "java Server.java (com.sun.net.httpserver)".into(),
-        version: format!("Java {}", reported_version(&java, &["-version"])),
+    Program::new(
+        "java Server.java (com.sun.net.httpserver)",
+        format!("Java {}", reported_version(&java, &["-version"])),
         // Flags for a small service on a small machine (one JIT tier, the serial collector):
         // they halve the JVM's start-up, which every restart waits for.
-        words: words(&[
+        words(&[
             &java,
             &"-XX:TieredStopAtLevel=1",
             &"-XX:+UseSerialGC",
@@ -221,15 +235,8 @@ fn java(sandbox: &Sandbox, port: u16) -> Program {
             &port.to_string(),
             &version_file,
         ]),
-        env: Vec::new(),
-        cwd: None,
-        signal: None,
-        protocol: Protocol::http("/"),
-        versioning: Versioning::Chosen,
-        deploy: version_file_deploy(version_file),
-        own_reload: false,
-        daemonizes: false,
-    }
+        version_file_deploy(version_file),
+    )
 }
 
 /// `gunicorn -w 2` with the WSGI app in `programs/app.py`; its workers read the version file
@@ -238,26 +245,24 @@ fn gunicorn(sandbox: &Sandbox, port: u16) -> Program {
     let gunicorn = installed("gunicorn", "gunicorn");
     let version_file = sandbox.file("version");
     Program {
-        name: "gunicorn, 2 sync workers".into(),
-        version: format!("gunicorn {}", reported_version(&gunicorn, &["--version"])),
-        words: words(&[
-            &gunicorn,
-            &"--pythonpath",
-            &programs_dir(),
-            &"--workers",
-            &"2",
-            &"--bind",
-            &format!("127.0.0.1:{port}"),
-            &"app:application",
-        ]),
         env: vec![("HUPTIME_TEST_VERSION_FILE", version_file.clone().into())],
-        cwd: None,
         signal: Some("--signal=RTMIN+3"),
-        protocol: Protocol::http("/"),
-        versioning: Versioning::Chosen,
-        deploy: version_file_deploy(version_file),
         own_reload: true,
-        daemonizes: false,
+        ..Program::new(
+            "gunicorn, 2 sync workers",
+            format!("gunicorn {}", reported_version(&gunicorn, &["--version"])),
+            words(&[
+                &gunicorn,
+                &"--pythonpath",
+                &programs_dir(),
+                &"--workers",
+                &"2",
+                &"--bind",
+                &format!("127.0.0.1:{port}"),
+                &"app:application",
+            ]),
+            version_file_deploy(version_file),
+        )
     }
 }
 
@@ -329,28 +334,26 @@ fn nginx(sandbox: &Sandbox, port: u16, style: NginxStyle) -> Program {
         write_atomically(&config_path, &text);
     };
     Program {
-        name: name.into(),
-        version: format!("nginx {}", reported_version(&nginx, &["-v"])),
-        words: words(&[
-            &nginx,
-            &"-p",
-            &sandbox.file("nginx"),
-            &"-e",
-            &error_log,
-            &"-c",
-            &config,
-        ]),
-        env: Vec::new(),
-        cwd: None,
         signal: Some("--signal=USR2"),
-        protocol: Protocol::http("/"),
-        versioning: Versioning::Chosen,
-        deploy: Box::new(deploy),
         // With `master_process off`, SIGHUP does not make nginx serve the new config even
         // without huptime (it logs "reconfiguring" and goes on with the old one, and loses
         // requests meanwhile): there is no behaviour of its own to keep.
         own_reload: style != NginxStyle::SingleProcess,
         daemonizes: style == NginxStyle::Daemon,
+        ..Program::new(
+            name,
+            format!("nginx {}", reported_version(&nginx, &["-v"])),
+            words(&[
+                &nginx,
+                &"-p",
+                &sandbox.file("nginx"),
+                &"-e",
+                &error_log,
+                &"-c",
+                &config,
+            ]),
+            Box::new(deploy),
+        )
     }
 }
 
@@ -358,29 +361,27 @@ fn nginx(sandbox: &Sandbox, port: u16, style: NginxStyle) -> Program {
 fn redis(sandbox: &Sandbox, port: u16) -> Program {
     let redis = installed("redis-server", "redis-server");
     Program {
-        name: "redis-server".into(),
-        version: format!("Redis {}", reported_version(&redis, &["--version"])),
-        words: words(&[
-            &redis,
-            &"--port",
-            &port.to_string(),
-            &"--bind",
-            &"127.0.0.1",
-            &"--save",
-            &"",
-            &"--appendonly",
-            &"no",
-            &"--dir",
-            &sandbox.file(""),
-        ]),
-        env: Vec::new(),
-        cwd: None,
-        signal: None,
         protocol: Protocol::Redis,
         versioning: Versioning::Drawn,
-        deploy: Box::new(|_| {}),
-        own_reload: false,
-        daemonizes: false,
+        ..Program::new(
+            "redis-server",
+            format!("Redis {}", reported_version(&redis, &["--version"])),
+            words(&[
+                &redis,
+                &"--port",
+                &port.to_string(),
+                &"--bind",
+                &"127.0.0.1",
+                &"--save",
+                &"",
+                &"--appendonly",
+                &"no",
+                &"--dir",
+                &sandbox.file(""),
+            ]),
+            // Nothing to deploy: every start draws its own version.
+            Box::new(|_| {}),
+        )
     }
 }
 
@@ -388,29 +389,27 @@ fn redis(sandbox: &Sandbox, port: u16) -> Program {
 fn memcached(_sandbox: &Sandbox, port: u16) -> Program {
     let memcached = installed("memcached", "memcached");
     Program {
-        name: "memcached".into(),
-        version: format!("memcached {}", reported_version(&memcached, &["-V"])),
-        words: words(&[
-            &memcached,
-            &"-p",
-            &port.to_string(),
-            &"-l",
-            &"127.0.0.1",
-            &"-U",
-            &"0",
-            &"-u",
-            &"root",
-        ]),
-        env: Vec::new(),
-        cwd: None,
-        signal: None,
         protocol: Protocol::Memcached {
             key: MEMCACHED_KEY.into(),
         },
         versioning: Versioning::Labelled,
-        deploy: Box::new(|_| {}),
-        own_reload: false,
-        daemonizes: false,
+        ..Program::new(
+            "memcached",
+            format!("memcached {}", reported_version(&memcached, &["-V"])),
+            words(&[
+                &memcached,
+                &"-p",
+                &port.to_string(),
+                &"-l",
+                &"127.0.0.1",
+                &"-U",
+                &"0",
+                &"-u",
+                &"root",
+            ]),
+            // Nothing to deploy: the test labels each new generation.
+            Box::new(|_| {}),
+        )
     }
 }
 
@@ -610,9 +609,7 @@ impl Run<'_> {
             masters.push(master);
         }
 
-        let report = load.stop();
-        eprintln!("{report}");
-        report.assert_no_failures();
+        let report = load.stop_without_failures();
         let expected: BTreeSet<&str> = self.versions.iter().map(String::as_str).collect();
         for version in report.versions() {
             let unlabelled =
@@ -644,20 +641,17 @@ impl Run<'_> {
                 describe(&left)
             );
         }
-        let deadline = Instant::now() + RETIRE_TIMEOUT;
-        loop {
-            let outside = sandbox.processes_outside(master);
-            if outside.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "processes outside the current master {master}'s tree still run \
-                 {RETIRE_TIMEOUT:?} after the last restart: {}",
-                describe(&outside)
-            );
-            thread::sleep(POLL_INTERVAL);
-        }
+        let mut outside = Vec::new();
+        let alone = wait_until(RETIRE_TIMEOUT, || {
+            outside = sandbox.processes_outside(master);
+            outside.is_empty()
+        });
+        assert!(
+            alone,
+            "processes outside the current master {master}'s tree still run {RETIRE_TIMEOUT:?} \
+             after the last restart: {}",
+            describe(&outside)
+        );
         eprintln!(
             "{} in {:?} mode: {RESTARTS} restarts, {own_reloads} own reloads, {} requests, \
              {:.1} s under load, {:.1} s in all",

@@ -121,9 +121,8 @@ fn revive_restarts_a_program_that_exits() {
         versions.len(),
         revivals + 1
     );
-    let pids: BTreeSet<u32> = report.replies.keys().map(|&(_, pid)| pid).collect();
     assert_eq!(
-        pids,
+        report.pids(),
         BTreeSet::from([pid]),
         "revived generations must run in the launched process"
     );

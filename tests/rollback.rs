@@ -29,14 +29,12 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
+use huptime_tests::control::Outcome;
 use huptime_tests::{
-    Load, Mode, Sandbox, Style, free_port, get, listening_socket_inodes, read_pid_file,
-    wait_for_version, wait_gone,
+    Load, Mode, Sandbox, ServerCommand, Style, free_port, get, listening_socket_inodes,
+    read_pid_file, wait_for_version, wait_gone, wait_until, zombie_children,
 };
-use safe_handover::{
-    Flaky, Instance, Outcome, Words, start, threads_waiting, wait_until, write_file,
-    zombie_children,
-};
+use safe_handover::{Flaky, Instance, start, threads_waiting, write_file};
 
 const LOAD_CLIENTS: usize = 4;
 /// Short, so that the hanging start is given up quickly.
@@ -88,12 +86,63 @@ fn assert_succeeded(outcome: &Outcome, what: &str) {
 }
 
 /// Who serves before a restart that is to fail.
-struct Serving<'a> {
+struct Serving {
     port: u16,
     /// The listening socket's inode.
-    socket: &'a BTreeSet<u64>,
+    socket: BTreeSet<u64>,
     pid: u32,
-    version: &'a str,
+    version: &'static str,
+}
+
+/// `pid` serves v1 on `port`: who serves, and a load it serves.
+fn serving_v1_under_load(port: u16, pid: u32) -> (Serving, Load) {
+    let serving = Serving {
+        port,
+        socket: listening_socket_inodes(port),
+        pid,
+        version: "v1",
+    };
+    let load = Load::start(port, LOAD_CLIENTS);
+    load.wait_until_served_by("v1", SERVED_TIMEOUT);
+    (serving, load)
+}
+
+/// After a good restart to v3 that followed the rollbacks, in `mode`: v3 serves from the pid in
+/// `pid_file` (fork mode: a new process; exec mode: the old one) on the same socket, the load
+/// saw v1 and v3 and no failure, and in fork mode the old master retires, in exec mode it
+/// answered every request and is alone.
+fn assert_v3_took_over(sandbox: &Sandbox, old: &Serving, pid_file: &Path, mode: Mode, load: Load) {
+    let (port, master) = (old.port, old.pid);
+    let new_master = read_pid_file(pid_file);
+    match mode {
+        Mode::Fork => assert_ne!(new_master, master, "fork mode: a new process serves v3"),
+        Mode::Exec => assert_eq!(new_master, master, "exec mode: the pid changed"),
+    }
+    let reply = get(port).unwrap_or_else(|e| panic!("GET after the good restart: {e}"));
+    assert_eq!((reply.version.as_str(), reply.pid), ("v3", new_master));
+    load.wait_until_served_by("v3", SERVED_TIMEOUT);
+    let report = load.stop_without_failures();
+    report.assert_versions(["v1", "v3"]);
+    assert_eq!(listening_socket_inodes(port), old.socket);
+    match mode {
+        Mode::Fork => {
+            if let Err(left) = wait_gone(&[master], GONE_TIMEOUT) {
+                panic!("the old master {left:?} did not retire after the good restart");
+            }
+        }
+        Mode::Exec => {
+            assert_eq!(
+                report.pids(),
+                BTreeSet::from([master]),
+                "exec mode: every reply comes from the launched process"
+            );
+            assert!(
+                wait_until(GONE_TIMEOUT, || sandbox.processes() == [master]),
+                "exec mode: processes {:?} besides the launched one",
+                sandbox.processes()
+            );
+        }
+    }
 }
 
 /// After a failed restart: the old master alone serves its version on its port, from the same
@@ -102,13 +151,13 @@ struct Serving<'a> {
 fn assert_rolled_back(
     sandbox: &Sandbox,
     instance: &Instance,
-    serving: &Serving<'_>,
+    serving: &Serving,
     reason: &str,
     rollbacks: usize,
 ) {
     let Serving {
         port,
-        socket,
+        ref socket,
         pid,
         version,
     } = *serving;
@@ -188,7 +237,7 @@ fn bad_start(behaviour: &str, expect: &[&str], reaped: bool) {
     let instance = start(
         &sandbox,
         &["--debug", READY_TIMEOUT_ARG],
-        flaky.words(),
+        flaky.command(),
         port,
     );
     let master = read_pid_file(&flaky.pid);
@@ -198,9 +247,7 @@ fn bad_start(behaviour: &str, expect: &[&str], reaped: bool) {
         "the launched process serves"
     );
     wait_for_version(port, "v1", START_TIMEOUT);
-    let socket = listening_socket_inodes(port);
-    let load = Load::start(port, LOAD_CLIENTS);
-    load.wait_until_served_by("v1", SERVED_TIMEOUT);
+    let (serving, load) = serving_v1_under_load(port, master);
 
     flaky.deploy(behaviour, "v2");
     let outcome = instance.restart(&sandbox);
@@ -228,35 +275,13 @@ fn bad_start(behaviour: &str, expect: &[&str], reaped: bool) {
             zombie_children(master)
         );
     }
-    let serving = Serving {
-        port,
-        socket: &socket,
-        pid: master,
-        version: "v1",
-    };
     assert_rolled_back(&sandbox, &instance, &serving, &reason, 1);
     thread::sleep(AFTER_FAILURE);
 
     flaky.deploy("good", "v3");
     let outcome = instance.restart(&sandbox);
-    assert_succeeded(&outcome, "good again after {behaviour}");
-    let new_master = read_pid_file(&flaky.pid);
-    assert_ne!(new_master, master, "fork mode: a new process serves v3");
-    let reply = get(port).unwrap_or_else(|e| panic!("GET after the good restart: {e}"));
-    assert_eq!((reply.version.as_str(), reply.pid), ("v3", new_master));
-    load.wait_until_served_by("v3", SERVED_TIMEOUT);
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    assert_eq!(
-        report.versions(),
-        BTreeSet::from(["v1", "v3"]),
-        "versions the load saw:\n{report}"
-    );
-    assert_eq!(listening_socket_inodes(port), socket);
-    if let Err(left) = wait_gone(&[master], GONE_TIMEOUT) {
-        panic!("the old master {left:?} did not retire after the good restart");
-    }
+    assert_succeeded(&outcome, &format!("good again after {behaviour}"));
+    assert_v3_took_over(&sandbox, &serving, &flaky.pid, Mode::Fork, load);
 }
 
 #[test]
@@ -319,13 +344,10 @@ fn restart_command_reports_a_rollback_as_a_failure() {
     let instance = start(
         &sandbox,
         &["--debug", READY_TIMEOUT_ARG],
-        flaky.words(),
+        flaky.command(),
         port,
     );
-    let master = instance.launched.pid();
-    let socket = listening_socket_inodes(port);
-    let load = Load::start(port, LOAD_CLIENTS);
-    load.wait_until_served_by("v1", SERVED_TIMEOUT);
+    let (serving, load) = serving_v1_under_load(port, instance.launched.pid());
 
     flaky.deploy("exit-before-bind", "v2");
     let first = failure_reason(&instance.restart(&sandbox));
@@ -333,12 +355,6 @@ fn restart_command_reports_a_rollback_as_a_failure() {
         first.contains("before it was ready"),
         "first reason: {first:?}"
     );
-    let serving = Serving {
-        port,
-        socket: &socket,
-        pid: master,
-        version: "v1",
-    };
     assert_rolled_back(&sandbox, &instance, &serving, &first, 1);
 
     flaky.deploy("hang", "v2");
@@ -371,10 +387,8 @@ fn restart_command_reports_a_rollback_as_a_failure() {
     flaky.deploy("good", "v3");
     assert_succeeded(&instance.restart(&sandbox), "after two rollbacks");
     load.wait_until_served_by("v3", SERVED_TIMEOUT);
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    assert_eq!(report.versions(), BTreeSet::from(["v1", "v3"]), "{report}");
+    let report = load.stop_without_failures();
+    report.assert_versions(["v1", "v3"]);
 }
 
 /// What is wrong with the start script at the restart.
@@ -442,26 +456,19 @@ fn deploy_fault(fault: Fault, mode: Mode, style: Style) {
     install_wrapper(&wrapper, WRAPPER);
     let deploy = |version: &str| write_file(&version_file, version);
     deploy("v1");
-    let words = Words::python(style.script())
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--version-file")
-        .arg(&version_file)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .wrapped_in(&wrapper);
+    let server = ServerCommand::python_direct(style.script())
+        .serving(port, &version_file, &pid_file)
+        .wrapped_in(&wrapper, &[]);
     let mut args = vec!["--debug", READY_TIMEOUT_ARG];
     args.extend(mode.huptime_args());
-    let instance = start(&sandbox, &args, words, port);
+    let instance = start(&sandbox, &args, server, port);
     let master = instance.launched.pid();
     assert_eq!(
         read_pid_file(&pid_file),
         master,
         "the launched process serves"
     );
-    let socket = listening_socket_inodes(port);
-    let load = Load::start(port, LOAD_CLIENTS);
-    load.wait_until_served_by("v1", SERVED_TIMEOUT);
+    let (serving, load) = serving_v1_under_load(port, master);
 
     fault.apply(&wrapper);
     deploy("v2");
@@ -481,12 +488,6 @@ fn deploy_fault(fault: Fault, mode: Mode, style: Style) {
         master,
         "{fault:?}: the server started again although its start script is broken"
     );
-    let serving = Serving {
-        port,
-        socket: &socket,
-        pid: master,
-        version: "v1",
-    };
     assert_rolled_back(&sandbox, &instance, &serving, &reason, 1);
     assert!(
         zombie_children(master).is_empty(),
@@ -499,43 +500,7 @@ fn deploy_fault(fault: Fault, mode: Mode, style: Style) {
     deploy("v3");
     assert_succeeded(&instance.restart(&sandbox), &format!("{fault:?} repaired"));
     wait_for_version(port, "v3", START_TIMEOUT);
-    let new_master = read_pid_file(&pid_file);
-    match mode {
-        Mode::Fork => assert_ne!(new_master, master, "fork mode: a new process serves v3"),
-        Mode::Exec => assert_eq!(new_master, master, "exec mode: the pid changed"),
-    }
-    let reply = get(port).unwrap_or_else(|e| panic!("GET after the good restart: {e}"));
-    assert_eq!((reply.version.as_str(), reply.pid), ("v3", new_master));
-    load.wait_until_served_by("v3", SERVED_TIMEOUT);
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    assert_eq!(
-        report.versions(),
-        BTreeSet::from(["v1", "v3"]),
-        "versions the load saw:\n{report}"
-    );
-    assert_eq!(listening_socket_inodes(port), socket);
-    match mode {
-        Mode::Fork => {
-            if let Err(left) = wait_gone(&[master], GONE_TIMEOUT) {
-                panic!("the old master {left:?} did not retire after the good restart");
-            }
-        }
-        Mode::Exec => {
-            let pids: BTreeSet<u32> = report.replies.keys().map(|&(_, pid)| pid).collect();
-            assert_eq!(
-                pids,
-                BTreeSet::from([master]),
-                "exec mode: every reply comes from the launched process"
-            );
-            assert!(
-                wait_until(GONE_TIMEOUT, || sandbox.processes() == [master]),
-                "exec mode: processes {:?} besides the launched one",
-                sandbox.processes()
-            );
-        }
-    }
+    assert_v3_took_over(&sandbox, &serving, &pid_file, mode, load);
 }
 
 /// Thread per connection, its main thread blocked in `accept()`: the most common shape.
@@ -604,14 +569,14 @@ fn exec_mode_restarts_are_reported_as_successes() {
     let port = free_port();
     let version_file = sandbox.file("version");
     write_file(&version_file, "v0");
-    let words = Words::python(Style::Threadpool.script())
+    let server = ServerCommand::python_direct(Style::Threadpool.script())
         .arg("--port")
         .arg(port.to_string())
         .arg("--version-file")
         .arg(&version_file)
         .arg("--workers")
         .arg("32");
-    let instance = start(&sandbox, &["--debug", "--exec"], words, port);
+    let instance = start(&sandbox, &["--debug", "--exec"], server, port);
     let pid = instance.launched.pid();
     let load = Load::start(port, LOAD_CLIENTS);
     load.wait_until_served_by("v0", SERVED_TIMEOUT);
@@ -625,11 +590,12 @@ fn exec_mode_restarts_are_reported_as_successes() {
         }
         wait_for_version(port, &version, START_TIMEOUT);
     }
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    let pids: BTreeSet<u32> = report.replies.keys().map(|&(_, pid)| pid).collect();
-    assert_eq!(pids, BTreeSet::from([pid]), "exec mode keeps the pid");
+    let report = load.stop_without_failures();
+    assert_eq!(
+        report.pids(),
+        BTreeSet::from([pid]),
+        "exec mode keeps the pid"
+    );
     assert!(
         failed.is_empty(),
         "{} of {RESTARTS} exec-mode restarts were reported as failures:\n{}",

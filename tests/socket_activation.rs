@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use huptime_tests::control::Controller;
 use huptime_tests::{
-    Sandbox, ServerCommand, ServerProcess, free_port, get, huptime_binary, listening_socket_inodes,
+    Sandbox, ServerCommand, ServerProcess, environ, free_port, get, huptime_binary,
+    listening_socket_inodes,
 };
 
-use ops::{RetryLoad, environ, socket_inodes};
+use ops::{RetryLoad, socket_inodes};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENTS: usize = 4;

@@ -31,10 +31,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use huptime_tests::{
-    Load, Mode, SIGHUP, Sandbox, Style, free_port, get, hold, pids_alive, read_pid_file,
-    send_signal, wait_for_version,
+    Load, Mode, SIGHUP, Sandbox, ServerCommand, Style, free_port, get, hold, pids_alive,
+    read_pid_file, send_signal, wait_for_version, wait_until,
 };
-use safe_handover::{Flaky, Instance, Record, Words, start, wait_until, write_file};
+use safe_handover::{Flaky, Instance, Record, start, write_file};
 
 const SIGNALS: usize = 50;
 /// The storm lasts under a second: signal n goes out this long after the first (as near as the
@@ -105,16 +105,14 @@ fn storm(mode: Mode) {
     let version_file = sandbox.file("version");
     let pid_file = sandbox.file("server.pid");
     write_file(&version_file, "s0");
-    let words = Words::python(Style::Threaded.script())
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--version-file")
-        .arg(&version_file)
-        .arg("--pid-file")
-        .arg(&pid_file);
+    let server = ServerCommand::python_direct(Style::Threaded.script()).serving(
+        port,
+        &version_file,
+        &pid_file,
+    );
     let mut args = vec!["--debug"];
     args.extend(mode.huptime_args());
-    let instance = start(&sandbox, &args, words, port);
+    let instance = start(&sandbox, &args, server, port);
     let launched = instance.launched.pid();
     let load = Load::start(port, LOAD_CLIENTS);
     load.wait_until_served_by("s0", SERVED_TIMEOUT);
@@ -125,10 +123,7 @@ fn storm(mode: Mode) {
         write_file(&version_file, &format!("s{n}"));
         let mut attempt = 0;
         loop {
-            let target = match mode {
-                Mode::Fork => read_pid_file(&pid_file),
-                Mode::Exec => launched,
-            };
+            let target = mode.restart_target(read_pid_file(&pid_file), launched);
             match send_signal(target, SIGHUP) {
                 Ok(()) => {
                     targets.push(target);
@@ -188,9 +183,7 @@ fn storm(mode: Mode) {
     assert_eq!(instance.records().len(), 1, "{:#?}", instance.records());
 
     load.wait_until_served_by(&last, SERVED_TIMEOUT);
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    let report = load.stop_without_failures();
     let restarts = instance.launched.stderr().matches(RESTART_LINE).count();
     eprintln!(
         "{SIGNALS} signals made {restarts} restarts; the load saw {} versions",
@@ -220,7 +213,7 @@ fn a_signal_while_the_new_generation_starts_is_not_lost() {
     let flaky = Flaky::new(&sandbox);
     let port = flaky.port;
     flaky.deploy("good", "v1");
-    let instance = start(&sandbox, &["--debug"], flaky.words(), port);
+    let instance = start(&sandbox, &["--debug"], flaky.command(), port);
     let master = instance.launched.pid();
     let load = Load::start(port, LOAD_CLIENTS);
     load.wait_until_served_by("v1", SERVED_TIMEOUT);
@@ -241,9 +234,7 @@ fn a_signal_while_the_new_generation_starts_is_not_lost() {
     send_signal(master, SIGHUP).expect("SIGHUP to the master");
 
     assert_settles(&sandbox, &instance, port, &flaky.pid, "v3");
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    load.stop_without_failures();
 }
 
 /// Fork mode: two signals to the old master while it drains. The first is passed on to the new
@@ -255,7 +246,7 @@ fn signals_to_a_draining_master_are_not_lost() {
     let flaky = Flaky::new(&sandbox);
     let port = flaky.port;
     flaky.deploy("good", "v1");
-    let instance = start(&sandbox, &["--debug"], flaky.words(), port);
+    let instance = start(&sandbox, &["--debug"], flaky.command(), port);
     let old = instance.launched.pid();
     let load = Load::start(port, LOAD_CLIENTS);
     load.wait_until_served_by("v1", SERVED_TIMEOUT);
@@ -282,9 +273,7 @@ fn signals_to_a_draining_master_are_not_lost() {
         .expect("the HOLD client panicked")
         .unwrap_or_else(|e| panic!("the HOLD request across the restarts: {e}"));
     assert_eq!(held.version, "v1", "{held:?}");
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    load.stop_without_failures();
 }
 
 /// Exec mode: a signal while the process drains before executing v2 leads to one more restart,
@@ -295,7 +284,7 @@ fn a_signal_while_draining_in_exec_mode_is_not_lost() {
     let flaky = Flaky::new(&sandbox);
     let port = flaky.port;
     flaky.deploy("good", "v1");
-    let instance = start(&sandbox, &["--debug", "--exec"], flaky.words(), port);
+    let instance = start(&sandbox, &["--debug", "--exec"], flaky.command(), port);
     let pid = instance.launched.pid();
     let load = Load::start(port, LOAD_CLIENTS);
     load.wait_until_served_by("v1", SERVED_TIMEOUT);
@@ -323,7 +312,5 @@ fn a_signal_while_draining_in_exec_mode_is_not_lost() {
         .unwrap_or_else(|e| panic!("the HOLD request across the restarts: {e}"));
     // Answered in full; by v1 unless it still waited in the queue when v1 stopped accepting.
     eprintln!("held request answered by {held:?}");
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
+    load.stop_without_failures();
 }

@@ -22,12 +22,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use huptime_tests::control::Controller;
+use huptime_tests::json::Json;
 use huptime_tests::{
     SIGKILL, SIGTERM, Sandbox, ServerCommand, free_port, get, huptime_binary,
-    listening_socket_inodes, pids_alive, send_signal,
+    listening_socket_inodes, pids_alive, proc_stat, processes, send_signal, wait_for,
+    zombie_children,
 };
 
-use ops::{RetryLoad, processes, socket_inodes, wait_for};
+use ops::{RetryLoad, socket_inodes};
 
 const KILLS: usize = 10;
 const CLIENTS: usize = 4;
@@ -135,7 +137,7 @@ fn sigkill_ten_times_under_load_refuses_nothing() {
 
     // The newest start is generation KILLS, supervised by the same launcher.
     let status = control.run(&["--status", "--json", &pidfile_arg]);
-    let document = ops::Json::parse(&status.stdout);
+    let document = Json::parse(&status.stdout);
     let instance = &document.get("instances").array()[0];
     assert_eq!(instance.get("generation").int(), KILLS as i64);
     assert_eq!(instance.get("pid").int(), i64::from(master));
@@ -257,8 +259,8 @@ fn as_pid_1_orphans_are_reaped() {
     let supervisor = wait_for("the supervisor runs", TIMEOUT, || {
         processes()
             .into_iter()
-            .find(|&(_, _, ppid, _)| ppid == unshare.pid())
-            .map(|(pid, ..)| pid)
+            .find(|stat| stat.ppid == unshare.pid())
+            .map(|stat| stat.pid)
     });
     let nspid = fs::read_to_string(format!("/proc/{supervisor}/status"))
         .unwrap()
@@ -273,18 +275,14 @@ fn as_pid_1_orphans_are_reaped() {
     let orphan = wait_for("the orphaned sleep is adopted by PID 1", TIMEOUT, || {
         processes()
             .into_iter()
-            .find(|(_, _, ppid, comm)| *ppid == supervisor && comm == "sleep")
-            .map(|(pid, ..)| pid)
+            .find(|stat| stat.ppid == supervisor && stat.comm == "sleep")
+            .map(|stat| stat.pid)
     });
     // It exits after a second: reaped, not left a zombie.
     wait_for("the orphan is reaped", TIMEOUT, || {
-        let left = processes().into_iter().any(|(pid, ..)| pid == orphan);
-        (!left).then_some(())
+        proc_stat(orphan).is_none().then_some(())
     });
-    let zombies: Vec<_> = processes()
-        .into_iter()
-        .filter(|&(_, state, ppid, _)| ppid == supervisor && state == 'Z')
-        .collect();
+    let zombies = zombie_children(supervisor);
     assert!(zombies.is_empty(), "zombies under PID 1: {zombies:?}");
     get(port).expect("the program still serves");
 

@@ -11,8 +11,6 @@
 //!
 //! The program itself never sees `NOTIFY_SOCKET`. Needs `cargo build --workspace`.
 
-mod ops;
-
 use std::fs;
 use std::mem::{MaybeUninit, size_of};
 use std::os::fd::AsRawFd;
@@ -24,9 +22,9 @@ use std::thread;
 use std::time::Duration;
 
 use huptime_tests::control::Controller;
-use huptime_tests::{Sandbox, ServerCommand, free_port, wait_for_version, wait_gone};
-
-use ops::{environ, wait_for};
+use huptime_tests::{
+    Sandbox, ServerCommand, environ, free_port, wait_for, wait_for_version, wait_gone,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -21,8 +21,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use huptime_tests::{Mode, SIGHUP, Sandbox, free_port, read_pid_file, send_signal, wait_gone};
-use safe_handover::{Words, wait_until, write_file};
+use huptime_tests::{
+    Mode, Sandbox, ServerCommand, free_port, read_pid_file, signal_restart, wait_gone, wait_until,
+};
+use safe_handover::write_file;
 
 const RESTARTS: usize = 3;
 const LOAD_CLIENTS: usize = 3;
@@ -318,16 +320,11 @@ fn restart_udp(mode: Mode, count_every_datagram: bool) {
     let version_file = sandbox.file("version");
     let pid_file = sandbox.file("server.pid");
     write_file(&version_file, "v1");
-    let words = Words::python("udp_echo.py")
-        .arg("--port")
-        .arg(port.to_string())
-        .arg("--version-file")
-        .arg(&version_file)
-        .arg("--pid-file")
-        .arg(&pid_file);
+    let program =
+        ServerCommand::python_direct("udp_echo.py").serving(port, &version_file, &pid_file);
     let mut args = vec!["--debug"];
     args.extend(mode.huptime_args());
-    let mut command = words.command().under_huptime(&sandbox, &args);
+    let mut command = program.under_huptime(&sandbox, &args);
     let log = |name: &str| File::create(sandbox.file(name)).expect("create a log");
     command
         .stdout(log("server.stdout.log"))
@@ -347,12 +344,12 @@ fn restart_udp(mode: Mode, count_every_datagram: bool) {
         thread::sleep(SOAK);
         let version = format!("v{n}");
         write_file(&version_file, &version);
-        let target = match mode {
-            Mode::Fork => read_pid_file(&pid_file),
-            Mode::Exec => launched.0.id(),
-        };
-        eprintln!("restart to {version}: SIGHUP to pid {target}");
-        send_signal(target, SIGHUP).unwrap_or_else(|e| panic!("SIGHUP to {target}: {e}"));
+        signal_restart(
+            mode,
+            read_pid_file(&pid_file),
+            launched.0.id(),
+            &format!("restart to {version}"),
+        );
         let (_, pid) = wait_for_udp_version(server, &version, SERVED_TIMEOUT);
         load.wait_until_answered_by(&version, SERVED_TIMEOUT);
         match mode {

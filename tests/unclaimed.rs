@@ -16,10 +16,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use huptime_tests::{
-    Load, Mode, SIGHUP, Sandbox, free_port, get, listening_socket_inodes, listening_sockets,
-    send_signal, wait_for_version,
+    Load, Mode, SIGHUP, Sandbox, ServerCommand, free_port, get, listening_socket_inodes,
+    listening_sockets, send_signal, wait_for_version, wait_until,
 };
-use safe_handover::{Words, start, wait_until, write_file};
+use safe_handover::{start, write_file};
 
 const LOAD_CLIENTS_PER_PORT: usize = 3;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,14 +49,14 @@ fn two_ports_to_one(mode: Mode) {
     let version_file = sandbox.file("version");
     write_file(&ports_file, &format!("{kept},{dropped}"));
     write_file(&version_file, "v1");
-    let words = Words::python("ports_from_file.py")
+    let server = ServerCommand::python_direct("ports_from_file.py")
         .arg("--ports-file")
         .arg(&ports_file)
         .arg("--version-file")
         .arg(&version_file);
     let mut args = vec!["--debug"];
     args.extend(mode.huptime_args());
-    let instance = start(&sandbox, &args, words, kept);
+    let instance = start(&sandbox, &args, server, kept);
     for port in [kept, dropped] {
         let reply = wait_for_version(port, "v1", START_TIMEOUT);
         assert_eq!(

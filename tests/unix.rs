@@ -8,7 +8,6 @@
 //! re-created), and the socket listening on PATH is the same kernel socket as at the first start
 //! (same inode in `/proc/net/unix`, and only one). Needs `cargo build --workspace` first.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -16,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use huptime_tests::{
-    Endpoint, Load, Mode, SIGHUP, Sandbox, ServerCommand, Style, read_pid_file, send_signal,
+    Endpoint, Load, Mode, Sandbox, ServerCommand, Style, read_pid_file, signal_restart,
     unix_listening_inodes, wait_for_version, wait_gone,
 };
 
@@ -91,13 +90,14 @@ fn restart_unix_socket(mode: Mode) {
         let (old, new) = (&pair[0], &pair[1]);
         thread::sleep(SOAK);
         deploy(new);
-        let target = match mode {
-            Mode::Fork => *masters.last().expect("a master"),
-            Mode::Exec => launched.pid(),
-        };
-        eprintln!("restart {old} -> {new}: SIGHUP to pid {target}");
+        let master = *masters.last().expect("a master");
         let signalled = Instant::now();
-        send_signal(target, SIGHUP).unwrap_or_else(|e| panic!("SIGHUP to {target}: {e}"));
+        signal_restart(
+            mode,
+            master,
+            launched.pid(),
+            &format!("restart {old} -> {new}"),
+        );
         wait_for_version(&endpoint, new, RESTART_TIMEOUT);
         eprintln!(
             "restart {old} -> {new}: served after {:?}",
@@ -125,15 +125,8 @@ fn restart_unix_socket(mode: Mode) {
     }
     thread::sleep(SOAK);
 
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    let expected: BTreeSet<&str> = versions.iter().map(String::as_str).collect();
-    assert_eq!(
-        report.versions(),
-        expected,
-        "versions the load saw:\n{report}"
-    );
+    let report = load.stop_without_failures();
+    report.assert_versions(versions.iter().map(String::as_str));
     if mode == Mode::Fork {
         let old = &masters[..RESTARTS];
         if let Err(left) = wait_gone(old, RETIRE_TIMEOUT) {

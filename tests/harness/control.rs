@@ -27,6 +27,22 @@ pub struct Outcome {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    pub took: Duration,
+}
+
+impl Outcome {
+    /// # Panics
+    /// If the command did not exit with `code`, with `what` and its output.
+    pub fn expect_code(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: exit status; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
 }
 
 /// A completed restart, as `huptime --restart` reports it.
@@ -57,14 +73,9 @@ pub struct Controller<'a> {
 impl<'a> Controller<'a> {
     /// A controller with a private runtime directory in `sandbox`.
     pub fn new(sandbox: &'a Sandbox) -> Controller<'a> {
-        let runtime_dir = sandbox.file("run");
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&runtime_dir)
-            .unwrap_or_else(|e| panic!("create {}: {e}", runtime_dir.display()));
         Controller {
             sandbox,
-            runtime_dir,
+            runtime_dir: private_dir(&sandbox.file("run")),
         }
     }
 
@@ -150,7 +161,17 @@ impl<'a> Controller<'a> {
     }
 }
 
-/// Runs `command` with its output going to files in the sandbox, and waits for it.
+/// Creates `path` as a directory only its owner can use, as `XDG_RUNTIME_DIR` must be.
+pub fn private_dir(path: &Path) -> PathBuf {
+    DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    path.to_owned()
+}
+
+/// Runs `command` with its output going to files in the sandbox, and waits for it; prints what
+/// it said, so that a failing test's output shows every command it ran.
 ///
 /// # Panics
 /// If it cannot be started or does not finish within `timeout` (it is killed then).
@@ -162,12 +183,13 @@ pub fn run_bounded(sandbox: &Sandbox, mut command: Command, timeout: Duration) -
     let create = |path: &Path| {
         File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()))
     };
+    let started = Instant::now();
     let mut child = command
         .stdout(create(&stdout_path))
         .stderr(create(&stderr_path))
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
-    let deadline = Instant::now() + timeout;
+    let deadline = started + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for a command") {
             break status;
@@ -179,11 +201,14 @@ pub fn run_bounded(sandbox: &Sandbox, mut command: Command, timeout: Duration) -
         }
         thread::sleep(POLL_INTERVAL);
     };
-    Outcome {
+    let outcome = Outcome {
         code: status.code(),
         stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
         stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
-    }
+        took: started.elapsed(),
+    };
+    eprintln!("{command:?} -> {outcome:?}");
+    outcome
 }
 
 /// `huptime: restarted <command>: pid A (generation N) -> pid B (generation M) in T ms`.

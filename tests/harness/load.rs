@@ -154,6 +154,19 @@ impl Load {
     }
 }
 
+impl Load {
+    /// [`Load::stop`], then prints the report and checks that no request failed.
+    ///
+    /// # Panics
+    /// If any did, with the counts and the first failures.
+    pub fn stop_without_failures(self) -> LoadReport {
+        let report = self.stop();
+        eprintln!("{report}");
+        report.assert_no_failures();
+        report
+    }
+}
+
 impl Drop for Load {
     /// A test that panics before `stop` leaves its clients to end on their own.
     fn drop(&mut self) {
@@ -245,6 +258,18 @@ impl LoadReport {
             .filter(|(v, _)| v == version)
             .map(|&(_, pid)| pid)
             .collect()
+    }
+
+    /// Every pid that answered.
+    pub fn pids(&self) -> BTreeSet<u32> {
+        self.replies.keys().map(|&(_, pid)| pid).collect()
+    }
+
+    /// # Panics
+    /// Unless the versions seen in successful replies are exactly `expected`.
+    pub fn assert_versions<'a>(&self, expected: impl IntoIterator<Item = &'a str>) {
+        let expected: BTreeSet<&str> = expected.into_iter().collect();
+        assert_eq!(self.versions(), expected, "versions the load saw:\n{self}");
     }
 
     /// # Panics

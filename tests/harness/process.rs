@@ -44,12 +44,9 @@ impl ProcessTag {
 
     /// Live processes carrying this tag (zombies have no environment left and do not count).
     pub fn pids(&self) -> Vec<u32> {
-        let entry = format!("{TAG_ENV}={}", self.value).into_bytes();
+        let entry = format!("{TAG_ENV}={}", self.value);
         all_pids()
-            .filter(|pid| {
-                fs::read(format!("/proc/{pid}/environ"))
-                    .is_ok_and(|environ| environ.split(|&b| b == 0).any(|var| var == entry))
-            })
+            .filter(|&pid| environ(pid).contains(&entry))
             .collect()
     }
 
@@ -96,26 +93,68 @@ fn all_pids() -> impl Iterator<Item = u32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
 }
 
+/// One process as `/proc/<pid>/stat` shows it now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: u32,
+    /// `R`, `S`, `Z`, ...
+    pub state: char,
+    pub ppid: u32,
+    pub comm: String,
+}
+
+/// `/proc/<pid>/stat`, or `None` if there is no such process (not even a zombie).
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so the state follows the
+    // last ')'.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        comm,
+    })
+}
+
+/// Every process on the machine, zombies included.
+pub fn processes() -> Vec<ProcStat> {
+    all_pids().filter_map(proc_stat).collect()
+}
+
+/// The environment `pid` started with (empty if it is gone).
+pub fn environ(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
 /// True if `pid` exists and is not a zombie (a zombie has exited; only its parent's `wait` is
 /// missing, e.g. the launched process of a test that has not reaped it yet).
 fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // "pid (comm) S ...": comm may hold spaces and parentheses, so the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, None | Some("Z") | Some("X"))
+    proc_stat(pid).is_some_and(|stat| !matches!(stat.state, 'Z' | 'X'))
 }
 
 /// The parent of `pid` as `/proc` shows it now (after a parent's exit, the process that adopted
 /// it); `None` if `pid` is gone.
 pub fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid ...": comm may hold spaces and parentheses.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    proc_stat(pid).map(|stat| stat.ppid)
+}
+
+/// The children of `pid` that are zombies: exited, never reaped.
+pub fn zombie_children(pid: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|stat| stat.state == 'Z' && stat.ppid == pid)
+        .map(|stat| stat.pid)
+        .collect()
 }
 
 /// The pids among `pids` that are still alive.

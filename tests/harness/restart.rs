@@ -44,6 +44,25 @@ impl Mode {
             Mode::Exec => &["--exec"],
         }
     }
+
+    /// The process a restart signal goes to: in fork mode the current `master`, in exec mode
+    /// the `launched` process, in which every generation runs.
+    pub fn restart_target(self, master: u32, launched: u32) -> u32 {
+        match self {
+            Mode::Fork => master,
+            Mode::Exec => launched,
+        }
+    }
+}
+
+/// Sends SIGHUP to [`Mode::restart_target`]; `what` names the restart in the log.
+///
+/// # Panics
+/// If the signal cannot be sent.
+pub fn signal_restart(mode: Mode, master: u32, launched: u32, what: &str) {
+    let target = mode.restart_target(master, launched);
+    eprintln!("{what}: SIGHUP to pid {target}");
+    send_signal(target, libc::SIGHUP).unwrap_or_else(|e| panic!("SIGHUP to {target}: {e}"));
 }
 
 /// What to run and how to watch it.
@@ -91,12 +110,12 @@ pub fn restart_under_load(sandbox: &Sandbox, plan: &RestartPlan, mut deploy: imp
         thread::sleep(HOLD_HEAD_START);
 
         deploy(new);
-        let target = match plan.mode {
-            Mode::Fork => master,
-            Mode::Exec => launched.pid(),
-        };
-        eprintln!("restart {old} -> {new}: SIGHUP to pid {target}");
-        send_signal(target, libc::SIGHUP).unwrap_or_else(|e| panic!("SIGHUP to {target}: {e}"));
+        signal_restart(
+            plan.mode,
+            master,
+            launched.pid(),
+            &format!("restart {old} -> {new}"),
+        );
         let reply = wait_for_version(plan.port, new, RESTART_TIMEOUT);
 
         let held = held
@@ -138,15 +157,8 @@ pub fn restart_under_load(sandbox: &Sandbox, plan: &RestartPlan, mut deploy: imp
         load.wait_until_served_by(new, SERVED_TIMEOUT);
     }
 
-    let report = load.stop();
-    eprintln!("{report}");
-    report.assert_no_failures();
-    let expected: BTreeSet<&str> = versions.iter().map(String::as_str).collect();
-    assert_eq!(
-        report.versions(),
-        expected,
-        "versions the load saw:\n{report}"
-    );
+    let report = load.stop_without_failures();
+    report.assert_versions(versions.iter().map(String::as_str));
 
     // Every process that answered for an old version, and every old master, must be gone; in
     // exec mode the master itself lives on as the current generation.

@@ -64,13 +64,7 @@ impl Style {
     /// The server listening on 127.0.0.1:`port`, reading its version from `version_file` and
     /// writing its main pid to `pid_file`.
     pub fn command(self, port: u16, version_file: &Path, pid_file: &Path) -> ServerCommand {
-        ServerCommand::python(self.script())
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--version-file")
-            .arg(version_file)
-            .arg("--pid-file")
-            .arg(pid_file)
+        ServerCommand::python(self.script()).serving(port, version_file, pid_file)
     }
 }
 
@@ -99,7 +93,9 @@ impl ServerCommand {
     /// Like [`ServerCommand::python`], but runs the interpreter's own executable rather than
     /// whatever `python3` is in `PATH`, which may be a wrapper script that execs several
     /// programs in turn on its way to the interpreter (pyenv's shims do). For tests that count
-    /// what each program image in the launched process does, e.g. the warnings it prints.
+    /// what each program image in the launched process does, e.g. the warnings it prints, and
+    /// for those that want each start to be one program image: it starts faster and keeps the
+    /// process tree simple.
     pub fn python_direct(script: &str) -> ServerCommand {
         let mut command = ServerCommand::python(script);
         command.program = python_executable().into();
@@ -109,6 +105,26 @@ impl ServerCommand {
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> ServerCommand {
         self.args.push(arg.as_ref().to_owned());
         self
+    }
+
+    /// `--port <port> --version-file <version_file> --pid-file <pid_file>`: the options with
+    /// which a test server listens on 127.0.0.1:`port`, reads its version at start-up and
+    /// writes its main pid.
+    pub fn serving(self, port: u16, version_file: &Path, pid_file: &Path) -> ServerCommand {
+        self.arg("--port")
+            .arg(port.to_string())
+            .arg("--version-file")
+            .arg(version_file)
+            .arg("--pid-file")
+            .arg(pid_file)
+    }
+
+    /// The command line as words, program first: what `huptime --restart -- <words>` and
+    /// `--status` are given to find the instance this command started.
+    pub fn words(&self) -> Vec<OsString> {
+        let mut words = vec![self.program.clone()];
+        words.extend(self.args.iter().cloned());
+        words
     }
 
     /// This command run through `wrapper` (a start script that sets things up and then `exec`s

@@ -1,93 +1,25 @@
 //! Helpers shared by the safe-handover tests (`rollback`, `draining`, `unclaimed`, `storm`,
-//! `udp`): the Python interpreter and server scripts, an instance's private runtime directory,
-//! `huptime --restart/--status` runs, the instance records, and process states beyond "alive".
+//! `udp`): the flaky test server, an instance with its private runtime directory and its
+//! `huptime --restart/--status` runs, the instance records, and where a process's threads wait.
 //!
 //! Included with `mod safe_handover;` by each of those test files; not every file uses every
 //! helper.
 
 #![allow(dead_code)]
 
-use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder, File};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use huptime_tests::{Endpoint, Sandbox, ServerCommand, ServerProcess, free_port, huptime_binary};
+use huptime_tests::control::{Outcome, private_dir, run_bounded};
+use huptime_tests::{
+    Endpoint, Sandbox, ServerCommand, ServerProcess, free_port, huptime_binary, pids_alive,
+};
 
 /// How long a control command (`huptime --restart ...`) may take before the test gives up.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--timeout` given to `huptime --restart`, well below [`CONTROL_TIMEOUT`].
 pub const RESTART_TIMEOUT_ARG: &str = "--timeout=40";
-const POLL: Duration = Duration::from_millis(20);
-
-/// The interpreter's own executable (`sys.executable`), not a `python3` wrapper such as pyenv's
-/// shim: each start of a server is then one program image, which starts faster and keeps the
-/// process tree simple.
-pub fn python() -> &'static Path {
-    static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
-    EXECUTABLE.get_or_init(|| {
-        let output = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("run python3: {e}"));
-        let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        assert!(
-            output.status.success() && Path::new(&path).is_absolute(),
-            "python3 does not tell its executable ({}): {path:?}",
-            output.status
-        );
-        PathBuf::from(path)
-    })
-}
-
-/// A test server script in `tests/servers/`, by absolute path.
-pub fn script(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("servers")
-        .join(name);
-    assert!(path.is_file(), "no test server {}", path.display());
-    path
-}
-
-/// A command line as words, so that the same words start the instance and find it again.
-#[derive(Clone, Debug)]
-pub struct Words(pub Vec<OsString>);
-
-impl Words {
-    /// `<python> <tests/servers/script>`.
-    pub fn python(script_name: &str) -> Words {
-        Words(vec![
-            python().as_os_str().to_owned(),
-            script(script_name).into_os_string(),
-        ])
-    }
-
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Words {
-        self.0.push(arg.as_ref().to_owned());
-        self
-    }
-
-    /// These words run through `wrapper`: `<wrapper> <words...>`.
-    pub fn wrapped_in(&self, wrapper: &Path) -> Words {
-        let mut words = vec![wrapper.as_os_str().to_owned()];
-        words.extend(self.0.iter().cloned());
-        Words(words)
-    }
-
-    pub fn command(&self) -> ServerCommand {
-        self.0[1..]
-            .iter()
-            .fold(ServerCommand::new(&self.0[0]), |command, word| {
-                command.arg(word)
-            })
-    }
-}
 
 /// `servers/flaky.py` on a free port: the files it reads at start-up and writes.
 pub struct Flaky {
@@ -109,16 +41,11 @@ impl Flaky {
         }
     }
 
-    pub fn words(&self) -> Words {
-        Words::python("flaky.py")
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--version-file")
-            .arg(&self.version)
+    pub fn command(&self) -> ServerCommand {
+        ServerCommand::python_direct("flaky.py")
+            .serving(self.port, &self.version, &self.pid)
             .arg("--behaviour-file")
             .arg(&self.behaviour)
-            .arg("--pid-file")
-            .arg(&self.pid)
             .arg("--starts-file")
             .arg(&self.starts)
     }
@@ -158,59 +85,39 @@ pub fn write_file(path: &Path, text: &str) {
     fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
 
-/// A private `XDG_RUNTIME_DIR` inside the sandbox, so that tests running in parallel never see
-/// each other's instances.
-pub fn runtime_dir(sandbox: &Sandbox) -> PathBuf {
-    let path = sandbox.file("run");
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&path)
-        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-    path
-}
-
-/// An instance under test: the server's words, its runtime directory, the launched process.
+/// An instance under test: the server's command, its runtime directory, the launched process.
 pub struct Instance {
-    pub words: Words,
+    pub server: ServerCommand,
     pub runtime_dir: PathBuf,
     pub launched: ServerProcess,
 }
 
-/// Starts `huptime <huptime_args> -- <words>` with its own runtime directory, and waits until
+/// Starts `huptime <huptime_args> -- <server>` with its own runtime directory, and waits until
 /// it answers on `endpoint`.
 pub fn start(
     sandbox: &Sandbox,
     huptime_args: &[&str],
-    words: Words,
+    server: ServerCommand,
     endpoint: impl Into<Endpoint>,
 ) -> Instance {
-    let runtime_dir = runtime_dir(sandbox);
-    let mut command = words.command().under_huptime(sandbox, huptime_args);
+    let runtime_dir = private_dir(&sandbox.file("run"));
+    let mut command = server.under_huptime(sandbox, huptime_args);
     command.env("XDG_RUNTIME_DIR", &runtime_dir);
     let launched = sandbox.start_server(command, endpoint);
     Instance {
-        words,
+        server,
         runtime_dir,
         launched,
     }
 }
 
-/// What a finished control command said.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub took: Duration,
-}
-
 impl Instance {
-    /// `huptime --restart --timeout=... -- <words>`; returns what it said.
+    /// `huptime --restart --timeout=... -- <server>`; returns what it said.
     pub fn restart(&self, sandbox: &Sandbox) -> Outcome {
         self.control(sandbox, &["--restart", RESTART_TIMEOUT_ARG])
     }
 
-    /// `huptime --status -- <words>`.
+    /// `huptime --status -- <server>`.
     pub fn status(&self, sandbox: &Sandbox) -> Outcome {
         self.control(sandbox, &["--status"])
     }
@@ -221,48 +128,14 @@ impl Instance {
             .env("XDG_RUNTIME_DIR", &self.runtime_dir)
             .args(args)
             .arg("--")
-            .args(&self.words.0);
-        run(sandbox, command)
+            .args(self.server.words());
+        run_bounded(sandbox, command, CONTROL_TIMEOUT)
     }
 
     /// The live instance records in this instance's runtime directory.
     pub fn records(&self) -> Vec<Record> {
         records(&self.runtime_dir)
     }
-}
-
-/// Runs `command` with its output going to log files in the sandbox (printed if the test
-/// fails), and waits for it, at most [`CONTROL_TIMEOUT`].
-pub fn run(sandbox: &Sandbox, mut command: Command) -> Outcome {
-    static RUNS: AtomicU32 = AtomicU32::new(0);
-    let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let stdout_path = sandbox.file(&format!("control-{n}.stdout.log"));
-    let stderr_path = sandbox.file(&format!("control-{n}.stderr.log"));
-    let started = Instant::now();
-    let mut child = command
-        .stdout(File::create(&stdout_path).expect("create a log"))
-        .stderr(File::create(&stderr_path).expect("create a log"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for a control command") {
-            break status;
-        }
-        if started.elapsed() >= CONTROL_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {CONTROL_TIMEOUT:?}");
-        }
-        thread::sleep(POLL);
-    };
-    let outcome = Outcome {
-        code: status.code(),
-        stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
-        stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
-        took: started.elapsed(),
-    };
-    eprintln!("{command:?} -> {outcome:?}");
-    outcome
 }
 
 /// One instance record (`$XDG_RUNTIME_DIR/huptime/<instance>.<pid>`), the fields tests look at.
@@ -322,44 +195,10 @@ pub fn records(runtime_dir: &Path) -> Vec<Record> {
             }
             Record::parse(&fs::read_to_string(entry.path()).ok()?)
         })
-        .filter(|record| state(record.pid).is_some_and(|s| s != 'Z' && s != 'X'))
+        .filter(|record| !pids_alive(&[record.pid]).is_empty())
         .collect();
     found.sort_by_key(|record| (record.generation, record.pid));
     found
-}
-
-/// The state letter of a process (`R`, `S`, `Z`, ...), or `None` if there is no such process
-/// (not even a zombie).
-pub fn state(pid: u32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
-/// The children of `pid` that are zombies: exited, never reaped.
-pub fn zombie_children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{child}/stat")) else {
-                return false;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-            state == Some("Z") && ppid == Some(pid)
-        })
-        .collect()
 }
 
 /// What each thread of `pid` is doing: `<tid> <name>: <system call number and first argument>`
@@ -385,18 +224,4 @@ pub fn threads_waiting(pid: u32) -> String {
         .collect();
     lines.sort();
     lines.join("\n")
-}
-
-/// Waits until `check` holds, at most `timeout`; returns whether it did.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL);
-    }
 }

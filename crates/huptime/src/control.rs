@@ -228,7 +228,13 @@ fn last_restart(record: &InstanceRecord) -> String {
     if let Some(pid) = last.new_pid {
         let _ = write!(text, " (new pid {pid})");
     }
-    let _ = write!(text, ", {} ms, attempt {}", last.millis, last.attempt);
+    let _ = write!(text, ", {} ms", last.millis);
+    // Attempt 0 is the restart that started this master (made by the one before it).
+    if last.attempt == 0 {
+        text.push_str(", the restart that started this generation");
+    } else {
+        let _ = write!(text, ", attempt {}", last.attempt);
+    }
     text
 }
 

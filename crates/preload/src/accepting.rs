@@ -49,14 +49,16 @@ fn take_queued_poke(fd: RawFd) -> bool {
     true
 }
 
-/// `accept(fd, addr, len)` (`flags` is `None`) or `accept4(fd, addr, len, flags)`.
+/// `accept(fd, addr, len)` (`flags` is `None`) or `accept4(fd, addr, len, flags)`; `kind` is
+/// what the table says `fd` is.
 pub fn accept(
     fd: RawFd,
     addr: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
     flags: Option<c_int>,
+    kind: Kind,
 ) -> c_int {
-    match fdtable::get(fd) {
+    match kind {
         Kind::Bound => accept_bound(fd, addr, len, flags),
         Kind::Ghost => accept_ghost(fd, addr, len, flags),
         _ => call(fd, addr, len, flags),
@@ -134,8 +136,9 @@ fn accept_ghost(
         }
         sys::close(stray);
         // Woken because the socket is real again (an exec-mode restart that failed).
-        if fdtable::get(fd) != Kind::Ghost {
-            return accept(fd, addr, len, flags);
+        let kind = fdtable::get(fd);
+        if kind != Kind::Ghost {
+            return accept(fd, addr, len, flags, kind);
         }
     }
 }

@@ -31,9 +31,8 @@ fn connection_gone() {
     retire::on_drain_progress();
 }
 
-/// `close(fd)`.
-pub fn close(fd: RawFd) -> c_int {
-    let kind = fdtable::get(fd);
+/// `close(fd)`; `kind` is what the table says `fd` is.
+pub fn close(fd: RawFd, kind: Kind) -> c_int {
     if kind == Kind::Untracked {
         // SAFETY: forwarding the caller's argument.
         return unsafe { real::close(fd) };
@@ -65,30 +64,37 @@ fn track_copy(original: RawFd, copy: RawFd, kind: Kind) {
     }
 }
 
-/// `dup(fd)`, and `fcntl(F_DUPFD*)` through `duplicate`.
-pub fn dup(fd: RawFd) -> c_int {
+/// `dup(fd)`, and `fcntl(F_DUPFD*)` through `duplicate`; `kind` is what `fd` is.
+pub fn dup(fd: RawFd, kind: Kind) -> c_int {
     // SAFETY: forwarding the caller's argument.
     let copy = unsafe { real::dup(fd) };
     if copy >= 0 {
         let _errno = crate::errno::Preserve::now();
-        track_copy(fd, copy, fdtable::get(fd));
+        track_copy(fd, copy, kind);
     }
     copy
 }
 
 /// `fcntl(fd, F_DUPFD or F_DUPFD_CLOEXEC, min)`.
-pub fn duplicate(fd: RawFd, cmd: c_int, min: libc::c_long) -> c_int {
+pub fn duplicate(fd: RawFd, cmd: c_int, min: libc::c_long, kind: Kind) -> c_int {
     // SAFETY: forwarding the caller's arguments.
     let copy = unsafe { real::fcntl(fd, cmd, min) };
     if copy >= 0 {
         let _errno = crate::errno::Preserve::now();
-        track_copy(fd, copy, fdtable::get(fd));
+        track_copy(fd, copy, kind);
     }
     copy
 }
 
-/// `dup2`/`dup3(old, new, flags)`: whatever `new` was is closed by the kernel.
-pub fn dup_onto(old: RawFd, new: RawFd, flags: Option<c_int>) -> c_int {
+/// `dup2`/`dup3(old, new, flags)`: whatever `new` was is closed by the kernel. The kinds are
+/// what the table says the two descriptors are.
+pub fn dup_onto(
+    old: RawFd,
+    new: RawFd,
+    flags: Option<c_int>,
+    old_kind: Kind,
+    new_kind: Kind,
+) -> c_int {
     let call = || match flags {
         // SAFETY: forwarding the caller's arguments.
         Some(flags) => unsafe { real::dup3(old, new, flags) },
@@ -99,8 +105,6 @@ pub fn dup_onto(old: RawFd, new: RawFd, flags: Option<c_int>) -> c_int {
     if old == new {
         return call();
     }
-    let old_kind = fdtable::get(old);
-    let new_kind = fdtable::get(new);
     let connection = if new_kind == Kind::Internal {
         internal::relocate(new);
         false

@@ -11,6 +11,7 @@ use libc::{
     epoll_event, fd_set, nfds_t, pid_t, pollfd, sigset_t, sockaddr, socklen_t, timespec, timeval,
 };
 
+use crate::fdtable::Kind;
 use crate::{
     accepting, binding, descriptors, errno, fdtable, lifecycle, process, real, reentry, retire,
     signals, waits,
@@ -32,16 +33,22 @@ fn door<T: From<i8>>(direct: impl FnOnce() -> T, logic: impl FnOnce() -> T) -> T
 }
 
 /// The hot path's door, for a call about descriptor `fd`: a descriptor the library does not
-/// track (files, pipes, client sockets) goes straight to libc after one table lookup. The logic
-/// behind it (descriptor bookkeeping, accept, bind) never calls back into our hooks, so it runs
-/// without the thread-local re-entry flag, which costs a `__tls_get_addr` call in a preloaded
-/// library.
+/// track (files, pipes, client sockets) goes straight to libc after one table lookup, and the
+/// logic gets the kind that lookup found. That logic (descriptor bookkeeping, accept, bind)
+/// never calls back into our hooks, so it runs without the thread-local re-entry flag, which
+/// costs a `__tls_get_addr` call in a preloaded library.
 #[inline(always)]
-fn door_for<T: From<i8>>(fd: c_int, direct: impl FnOnce() -> T, logic: impl FnOnce() -> T) -> T {
-    if process::active() && fdtable::get(fd) != fdtable::Kind::Untracked {
-        unguarded(logic)
-    } else {
-        direct()
+fn door_for<T: From<i8>>(
+    fd: c_int,
+    direct: impl FnOnce() -> T,
+    logic: impl FnOnce(Kind) -> T,
+) -> T {
+    if !process::active() {
+        return direct();
+    }
+    match fdtable::get(fd) {
+        Kind::Untracked => direct(),
+        kind => unguarded(|| logic(kind)),
     }
 }
 
@@ -51,13 +58,14 @@ fn door_for_pair(
     old: c_int,
     new: c_int,
     direct: impl FnOnce() -> c_int,
-    logic: impl FnOnce() -> c_int,
+    logic: impl FnOnce(Kind, Kind) -> c_int,
 ) -> c_int {
-    let tracked = |fd| fdtable::get(fd) != fdtable::Kind::Untracked;
-    if process::active() && (tracked(old) || tracked(new)) {
-        unguarded(logic)
-    } else {
-        direct()
+    if !process::active() {
+        return direct();
+    }
+    match (fdtable::get(old), fdtable::get(new)) {
+        (Kind::Untracked, Kind::Untracked) => direct(),
+        (old_kind, new_kind) => unguarded(|| logic(old_kind, new_kind)),
     }
 }
 
@@ -84,7 +92,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     door_for(
         fd,
         || unsafe { real::listen(fd, backlog) },
-        || binding::listen(fd, backlog),
+        |_| binding::listen(fd, backlog),
     )
 }
 
@@ -93,7 +101,7 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
     door_for(
         fd,
         || unsafe { real::accept(fd, addr, len) },
-        || accepting::accept(fd, addr, len, None),
+        |kind| accepting::accept(fd, addr, len, None, kind),
     )
 }
 
@@ -107,18 +115,26 @@ pub unsafe extern "C" fn accept4(
     door_for(
         fd,
         || unsafe { real::accept4(fd, addr, len, flags) },
-        || accepting::accept(fd, addr, len, Some(flags)),
+        |kind| accepting::accept(fd, addr, len, Some(flags), kind),
     )
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    door_for(fd, || unsafe { real::close(fd) }, || descriptors::close(fd))
+    door_for(
+        fd,
+        || unsafe { real::close(fd) },
+        |kind| descriptors::close(fd, kind),
+    )
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    door_for(fd, || unsafe { real::dup(fd) }, || descriptors::dup(fd))
+    door_for(
+        fd,
+        || unsafe { real::dup(fd) },
+        |kind| descriptors::dup(fd, kind),
+    )
 }
 
 #[unsafe(no_mangle)]
@@ -127,7 +143,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
         old,
         new,
         || unsafe { real::dup2(old, new) },
-        || descriptors::dup_onto(old, new, None),
+        |old_kind, new_kind| descriptors::dup_onto(old, new, None, old_kind, new_kind),
     )
 }
 
@@ -137,7 +153,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
         old,
         new,
         || unsafe { real::dup3(old, new, flags) },
-        || descriptors::dup_onto(old, new, Some(flags)),
+        |old_kind, new_kind| descriptors::dup_onto(old, new, Some(flags), old_kind, new_kind),
     )
 }
 
@@ -151,7 +167,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     door_for(
         fd,
         || unsafe { real::fcntl(fd, cmd, arg) },
-        || descriptors::duplicate(fd, cmd, arg),
+        |kind| descriptors::duplicate(fd, cmd, arg, kind),
     )
 }
 
@@ -165,7 +181,7 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     door_for(
         fd,
         || unsafe { real::fcntl64(fd, cmd, arg) },
-        || descriptors::duplicate(fd, cmd, arg),
+        |kind| descriptors::duplicate(fd, cmd, arg, kind),
     )
 }
 
@@ -289,7 +305,7 @@ pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_in
 /// datagram socket. One table lookup on the hot path.
 #[inline(always)]
 fn sending_descriptor(fd: c_int) -> c_int {
-    if process::active() && fdtable::get(fd) == fdtable::Kind::Ghost {
+    if process::active() && fdtable::get(fd) == Kind::Ghost {
         retire::replies_through(fd).unwrap_or(fd)
     } else {
         fd
@@ -481,24 +497,32 @@ pub unsafe extern "C" fn syscall(
         n,
         libc::SYS_close | libc::SYS_dup | libc::SYS_accept | libc::SYS_accept4 | libc::SYS_listen
     );
-    if about_one_descriptor && fdtable::get(fd) == fdtable::Kind::Untracked {
+    let kind = fdtable::get(fd);
+    if about_one_descriptor && kind == Kind::Untracked {
         return direct();
     }
     door(direct, || {
         c_long::from(match n {
-            libc::SYS_close => descriptors::close(fd),
+            libc::SYS_close => descriptors::close(fd, kind),
             libc::SYS_accept => {
-                accepting::accept(fd, a2 as *mut sockaddr, a3 as *mut socklen_t, None)
+                accepting::accept(fd, a2 as *mut sockaddr, a3 as *mut socklen_t, None, kind)
             }
             libc::SYS_accept4 => accepting::accept(
                 fd,
                 a2 as *mut sockaddr,
                 a3 as *mut socklen_t,
                 Some(a4 as c_int),
+                kind,
             ),
-            libc::SYS_dup => descriptors::dup(fd),
-            libc::SYS_dup2 => descriptors::dup_onto(fd, a2 as c_int, None),
-            libc::SYS_dup3 => descriptors::dup_onto(fd, a2 as c_int, Some(a3 as c_int)),
+            libc::SYS_dup => descriptors::dup(fd, kind),
+            libc::SYS_dup2 => {
+                let new = a2 as c_int;
+                descriptors::dup_onto(fd, new, None, kind, fdtable::get(new))
+            }
+            libc::SYS_dup3 => {
+                let new = a2 as c_int;
+                descriptors::dup_onto(fd, new, Some(a3 as c_int), kind, fdtable::get(new))
+            }
             libc::SYS_close_range => {
                 descriptors::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int)
             }

@@ -39,10 +39,11 @@ fn built(name: &str) -> PathBuf {
     path
 }
 
-/// The `huptime` launcher of this build. Also checks that `libhuptime.so` was built beside it,
-/// where the launcher looks for it: tests run the launcher as a user would.
+/// The `huptime` launcher of this build. Also checks that `libhuptime.so` and its engine were
+/// built beside it, where the launcher looks for them: tests run the launcher as a user would.
 pub fn huptime_binary() -> PathBuf {
     built("libhuptime.so");
+    built("libhuptime_engine.so");
     built("huptime")
 }
 

@@ -159,7 +159,7 @@ impl ServerCommand {
 }
 
 /// The interpreter that `python3` in `PATH` runs in the end (`sys.executable`), found once.
-fn python_executable() -> &'static Path {
+pub fn python_executable() -> &'static Path {
     static EXECUTABLE: OnceLock<PathBuf> = OnceLock::new();
     EXECUTABLE.get_or_init(|| {
         let output = Command::new(PYTHON)

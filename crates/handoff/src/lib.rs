@@ -26,3 +26,6 @@ pub const STATE_ENV: &str = "HUPTIME_STATE";
 pub const LIB_ENV: &str = "HUPTIME_LIB";
 /// File name of the preload library.
 pub const LIB_NAME: &str = "libhuptime.so";
+/// File name of the engine the preload library loads, from the same directory, in a process
+/// that takes part in an instance (crates/shim says why they are two).
+pub const ENGINE_NAME: &str = "libhuptime_engine.so";

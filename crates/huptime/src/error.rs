@@ -87,8 +87,9 @@ impl fmt::Display for Error {
                 let places: Vec<_> = places.iter().map(|p| p.display().to_string()).collect();
                 write!(
                     f,
-                    "cannot find {} (looked in: {})",
+                    "cannot find {} with {} beside it (looked in: {})",
                     huptime_handoff::LIB_NAME,
+                    huptime_handoff::ENGINE_NAME,
                     places.join(", ")
                 )
             }

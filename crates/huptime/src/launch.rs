@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use huptime_handoff::state::InheritedSocket;
 use huptime_handoff::{
-    HandoverState, InstanceRecord, LIB_ENV, LIB_NAME, OPTIONS_ENV, Options, Phase, STATE_ENV,
+    ENGINE_NAME, HandoverState, InstanceRecord, LIB_ENV, LIB_NAME, OPTIONS_ENV, Options, Phase,
+    STATE_ENV,
 };
 
 use crate::cli::RunConfig;
@@ -227,7 +228,8 @@ pub fn instance_name(pid: i32, since: u64) -> String {
 }
 
 /// `$HUPTIME_LIB` if set, else `libhuptime.so` beside the launcher, else in `../lib/huptime/`
-/// from it; made absolute, since the program may change directory before it restarts.
+/// from it; made absolute, since the program may change directory before it restarts. The
+/// engine must be beside it, or the program would run without restarts.
 fn find_library(explicit: Option<&OsStr>, exe: Option<&Path>) -> Result<PathBuf, Error> {
     let candidates: Vec<PathBuf> = match explicit.filter(|path| !path.is_empty()) {
         Some(path) => vec![PathBuf::from(path)],
@@ -242,7 +244,7 @@ fn find_library(explicit: Option<&OsStr>, exe: Option<&Path>) -> Result<PathBuf,
     };
     candidates
         .iter()
-        .filter(|path| path.is_file())
+        .filter(|path| path.is_file() && path.with_file_name(ENGINE_NAME).is_file())
         .find_map(|path| fs::canonicalize(path).ok())
         .ok_or(Error::LibraryNotFound(candidates))
 }
@@ -676,9 +678,15 @@ mod tests {
         );
 
         write_file(&installed.join(LIB_NAME), b"", 0o644);
+        assert!(
+            lookup(None).is_err(),
+            "the engine must be beside the library"
+        );
+        write_file(&installed.join(ENGINE_NAME), b"", 0o644);
         let found = lookup(None).unwrap();
         assert_eq!(found, fs::canonicalize(installed.join(LIB_NAME)).unwrap());
         write_file(&bin.join(LIB_NAME), b"", 0o644);
+        write_file(&bin.join(ENGINE_NAME), b"", 0o644);
         assert_eq!(
             lookup(None).unwrap(),
             fs::canonicalize(bin.join(LIB_NAME)).unwrap()
@@ -690,6 +698,7 @@ mod tests {
             "an explicit library must exist"
         );
         write_file(&explicit, b"", 0o644);
+        write_file(&explicit.with_file_name(ENGINE_NAME), b"", 0o644);
         assert_eq!(
             lookup(Some(&explicit)).unwrap(),
             fs::canonicalize(&explicit).unwrap()

@@ -25,6 +25,7 @@ impl Sandbox {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("run")).unwrap();
         fs::write(dir.join("libdummy.so"), "").unwrap();
+        fs::write(dir.join("libhuptime_engine.so"), "").unwrap();
         Self { dir }
     }
 
@@ -149,7 +150,7 @@ fn missing_library_names_where_it_looked() {
     assert_status(&output, 1);
     assert!(
         stderr(&output)
-            .contains("cannot find libhuptime.so (looked in: /nonexistent/libhuptime.so)"),
+            .contains("cannot find libhuptime.so with libhuptime_engine.so beside it (looked in: /nonexistent/libhuptime.so)"),
         "{}",
         stderr(&output)
     );

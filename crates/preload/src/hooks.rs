@@ -1,4 +1,5 @@
-//! The exported libc symbols: thin doors into the library.
+//! The hooks, thin doors into the engine. `libhuptime.so` (crates/shim) exports the libc
+//! symbols and calls these, exported as `huptime_hook_<name>`, once it has loaded the engine.
 //!
 //! Each door forwards straight to libc when the process does not take part in an instance or
 //! when the call comes from inside the library; otherwise it runs our logic with panics caught
@@ -78,7 +79,7 @@ fn unguarded<T: From<i8>>(logic: impl FnOnce() -> T) -> T {
     })
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_bind")]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if process::active() {
         unguarded(|| binding::bind(fd, addr, len))
@@ -87,7 +88,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
     }
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_listen")]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     door_for(
         fd,
@@ -96,7 +97,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_accept")]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
     door_for(
         fd,
@@ -105,7 +106,7 @@ pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut sockle
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_accept4")]
 pub unsafe extern "C" fn accept4(
     fd: c_int,
     addr: *mut sockaddr,
@@ -119,7 +120,7 @@ pub unsafe extern "C" fn accept4(
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_close")]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     door_for(
         fd,
@@ -128,7 +129,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_dup")]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     door_for(
         fd,
@@ -137,7 +138,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_dup2")]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     door_for_pair(
         old,
@@ -147,7 +148,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_dup3")]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     door_for_pair(
         old,
@@ -159,7 +160,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 
 /// `fcntl` is variadic in C; its third argument, when there is one, is an `int` or a pointer,
 /// both passed in the same register on the platforms we support.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_fcntl")]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return unsafe { real::fcntl(fd, cmd, arg) };
@@ -173,7 +174,7 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
 
 /// `fcntl64`: what programs built with 64-bit `off_t` call (python, node); the same as `fcntl`
 /// on 64-bit platforms.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_fcntl64")]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return unsafe { real::fcntl64(fd, cmd, arg) };
@@ -185,7 +186,7 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_long) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_close_range")]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     door(
         || unsafe { real::close_range(first, last, flags) },
@@ -193,7 +194,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_closefrom")]
 pub unsafe extern "C" fn closefrom(first: c_int) {
     let first = c_uint::try_from(first).unwrap_or(0);
     door(
@@ -208,7 +209,7 @@ pub unsafe extern "C" fn closefrom(first: c_int) {
     );
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_fork")]
 pub unsafe extern "C" fn fork() -> pid_t {
     let pid = unsafe { real::fork() };
     if pid > 0 && process::active() {
@@ -220,7 +221,7 @@ pub unsafe extern "C" fn fork() -> pid_t {
     pid
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_sigaction")]
 pub unsafe extern "C" fn sigaction(
     sig: c_int,
     act: *const libc::sigaction,
@@ -232,7 +233,7 @@ pub unsafe extern "C" fn sigaction(
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_signal")]
 pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     let direct = || unsafe { real::signal(sig, handler) };
     if !process::active() {
@@ -247,7 +248,7 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     })
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_setsid")]
 pub unsafe extern "C" fn setsid() -> pid_t {
     let session = unsafe { real::setsid() };
     if session >= 0 && process::active() {
@@ -259,7 +260,7 @@ pub unsafe extern "C" fn setsid() -> pid_t {
     session
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_exit")]
 pub unsafe extern "C" fn exit(status: c_int) -> ! {
     if process::active() {
         if let Some(_inside) = reentry::enter() {
@@ -271,7 +272,7 @@ pub unsafe extern "C" fn exit(status: c_int) -> ! {
     unsafe { libc::_exit(status) }
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_unlink")]
 pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
     door(
         || unsafe { real::unlink(path) },
@@ -285,7 +286,7 @@ pub unsafe extern "C" fn unlink(path: *const c_char) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_unlinkat")]
 pub unsafe extern "C" fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
     door(
         || unsafe { real::unlinkat(dirfd, path, flags) },
@@ -312,7 +313,7 @@ fn sending_descriptor(fd: c_int) -> c_int {
     }
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_sendto")]
 pub unsafe extern "C" fn sendto(
     fd: c_int,
     buf: *const libc::c_void,
@@ -324,7 +325,7 @@ pub unsafe extern "C" fn sendto(
     unsafe { real::sendto(sending_descriptor(fd), buf, len, flags, addr, addrlen) }
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_sendmsg")]
 pub unsafe extern "C" fn sendmsg(
     fd: c_int,
     msg: *const libc::msghdr,
@@ -333,7 +334,7 @@ pub unsafe extern "C" fn sendmsg(
     unsafe { real::sendmsg(sending_descriptor(fd), msg, flags) }
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_sendmmsg")]
 pub unsafe extern "C" fn sendmmsg(
     fd: c_int,
     msgs: *mut libc::mmsghdr,
@@ -343,7 +344,7 @@ pub unsafe extern "C" fn sendmmsg(
     unsafe { real::sendmmsg(sending_descriptor(fd), msgs, count, flags) }
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_epoll_create")]
 pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
     door(
         || unsafe { real::epoll_create(size) },
@@ -355,7 +356,7 @@ pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_epoll_create1")]
 pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
     door(
         || unsafe { real::epoll_create1(flags) },
@@ -367,7 +368,7 @@ pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_epoll_ctl")]
 pub unsafe extern "C" fn epoll_ctl(
     epfd: c_int,
     op: c_int,
@@ -383,7 +384,7 @@ pub unsafe extern "C" fn epoll_ctl(
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_poll")]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
     door(
         || unsafe { real::poll(fds, nfds, timeout) },
@@ -395,7 +396,7 @@ pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) ->
 }
 
 /// `poll` as compiled with `_FORTIFY_SOURCE`.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook___poll_chk")]
 pub unsafe extern "C" fn __poll_chk(
     fds: *mut pollfd,
     nfds: nfds_t,
@@ -411,7 +412,7 @@ pub unsafe extern "C" fn __poll_chk(
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_ppoll")]
 pub unsafe extern "C" fn ppoll(
     fds: *mut pollfd,
     nfds: nfds_t,
@@ -427,7 +428,7 @@ pub unsafe extern "C" fn ppoll(
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_select")]
 pub unsafe extern "C" fn select(
     nfds: c_int,
     r: *mut fd_set,
@@ -444,7 +445,7 @@ pub unsafe extern "C" fn select(
     )
 }
 
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_pselect")]
 pub unsafe extern "C" fn pselect(
     nfds: c_int,
     r: *mut fd_set,
@@ -467,7 +468,7 @@ pub unsafe extern "C" fn pselect(
 /// calls we care about are routed to the same logic as their libc wrappers (node's libuv
 /// closes connections with `syscall(SYS_close)`); everything else, including the futex calls
 /// of our own locks, goes straight through without a lock or an allocation.
-#[unsafe(no_mangle)]
+#[unsafe(export_name = "huptime_hook_syscall")]
 pub unsafe extern "C" fn syscall(
     n: c_long,
     a1: c_long,

@@ -1,7 +1,9 @@
-//! `libhuptime.so`: the preload library that keeps a server's listening sockets open across
-//! restarts. See `DESIGN.md` for the behaviour; this crate is laid out as:
+//! `libhuptime_engine.so`: the engine that keeps a server's listening sockets open across
+//! restarts. The preloaded `libhuptime.so` (crates/shim) loads it into a process that takes
+//! part in an instance and routes its hooks here. See `DESIGN.md` for the behaviour; this
+//! crate is laid out as:
 //!
-//! - [`hooks`]: the exported libc symbols, thin doors into the rest;
+//! - [`hooks`]: the hooks the shim calls, thin doors into the rest;
 //! - [`real`], [`sys`], [`procfs`]: the only places that call into libc and the kernel;
 //! - [`fdtable`], [`sockets`], [`process`]: what the library knows (lock-free where the hot path
 //!   reads it);

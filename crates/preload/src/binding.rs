@@ -89,8 +89,7 @@ pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_i
         // SAFETY: forwarding the caller's arguments.
         let result = unsafe { real::bind(fd, addr, len) };
         if result == 0 {
-            let _errno = errno::Preserve::now();
-            sockets::add(fd, None, false);
+            sockets::add(fd);
             after_bind(fd);
         }
         return result;
@@ -114,7 +113,7 @@ pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_i
                 fdtable::clear(inherited);
                 sys::close(inherited);
                 debug!("bind {identity} on fd {fd}: given the inherited socket");
-                sockets::add(fd, Some(identity), true);
+                sockets::add_claimed(fd, identity);
                 after_bind(fd);
                 return 0;
             }
@@ -130,13 +129,24 @@ pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_i
     if result == 0 {
         let _errno = errno::Preserve::now();
         debug!("bind {address} on fd {fd}: new socket");
-        sockets::add(fd, None, false);
+        sockets::add(fd);
         after_bind(fd);
     }
     result
 }
 
+/// Leaves `errno` alone.
+#[inline]
 fn after_bind(fd: RawFd) {
+    if restart::needs_thread() || ready::pending() {
+        first_binds(fd);
+    }
+}
+
+/// What only the first binds of a process or generation do.
+#[cold]
+fn first_binds(fd: RawFd) {
+    let _errno = errno::Preserve::now();
     restart::start_thread();
     // A datagram socket counts as served once bound: both generations read one buffer.
     if ready::pending() && sys::socket_type(fd) == Some(libc::SOCK_DGRAM) {

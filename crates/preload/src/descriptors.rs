@@ -11,13 +11,15 @@ use std::sync::atomic::Ordering;
 
 use crate::fdtable::{self, Kind};
 use crate::process::CONNECTIONS;
-use crate::{internal, real, retire, sockets};
+use crate::{errno, internal, real, retire, sockets};
 
-/// Forgets `fd`; returns whether a connection is going away.
+/// Forgets `fd`; returns whether a connection is going away. Leaves `errno` alone.
+#[inline]
 fn forget(fd: RawFd, kind: Kind) -> bool {
     fdtable::clear(fd);
     match kind {
         Kind::Bound => {
+            let _errno = errno::Preserve::now();
             sockets::remove_fd(fd);
             false
         }
@@ -26,9 +28,18 @@ fn forget(fd: RawFd, kind: Kind) -> bool {
     }
 }
 
+/// A tracked connection descriptor is gone. Leaves `errno` alone.
+#[inline]
 fn connection_gone() {
     CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
     retire::on_drain_progress();
+}
+
+/// Moves our own descriptor away from `fd` (see [`internal::relocate`]); returns whether `fd`
+/// was ours. Leaves `errno` alone.
+fn relocate(fd: RawFd) -> bool {
+    let _errno = errno::Preserve::now();
+    internal::relocate(fd)
 }
 
 /// `close(fd)`; `kind` is what the table says `fd` is.
@@ -37,28 +48,31 @@ pub fn close(fd: RawFd, kind: Kind) -> c_int {
         // SAFETY: forwarding the caller's argument.
         return unsafe { real::close(fd) };
     }
-    if kind == Kind::Internal && internal::relocate(fd) {
+    if kind == Kind::Internal && relocate(fd) {
         return 0;
     }
     let connection = forget(fd, kind);
     // SAFETY: forwarding the caller's argument.
     let result = unsafe { real::close(fd) };
     // Linux releases the descriptor even when close reports EINTR or EIO.
-    if connection && (result == 0 || crate::errno::get() != libc::EBADF) {
-        let _errno = crate::errno::Preserve::now();
+    if connection && (result == 0 || errno::get() != libc::EBADF) {
         connection_gone();
     }
     result
 }
 
-/// Tracks `copy` like `original` after a successful duplication.
+/// Tracks `copy` like `original` after a successful duplication. Leaves `errno` alone.
+#[inline]
 fn track_copy(original: RawFd, copy: RawFd, kind: Kind) {
     match kind {
         Kind::Connection => {
             fdtable::set(copy, Kind::Connection);
             CONNECTIONS.fetch_add(1, Ordering::SeqCst);
         }
-        Kind::Bound => sockets::add_alias(original, copy),
+        Kind::Bound => {
+            let _errno = errno::Preserve::now();
+            sockets::add_alias(original, copy);
+        }
         Kind::Epoll | Kind::Ghost => fdtable::set(copy, kind),
         Kind::Untracked | Kind::Internal => {}
     }
@@ -69,7 +83,6 @@ pub fn dup(fd: RawFd, kind: Kind) -> c_int {
     // SAFETY: forwarding the caller's argument.
     let copy = unsafe { real::dup(fd) };
     if copy >= 0 {
-        let _errno = crate::errno::Preserve::now();
         track_copy(fd, copy, kind);
     }
     copy
@@ -80,7 +93,6 @@ pub fn duplicate(fd: RawFd, cmd: c_int, min: libc::c_long, kind: Kind) -> c_int 
     // SAFETY: forwarding the caller's arguments.
     let copy = unsafe { real::fcntl(fd, cmd, min) };
     if copy >= 0 {
-        let _errno = crate::errno::Preserve::now();
         track_copy(fd, copy, kind);
     }
     copy
@@ -101,18 +113,21 @@ pub fn dup_onto(
         // SAFETY: forwarding the caller's arguments.
         None => unsafe { real::dup2(old, new) },
     };
-    // dup2 onto itself changes nothing.
-    if old == new {
+    // dup2 onto itself changes nothing; nor, for us, does replacing a connection (epoll
+    // instance, ghost) with another: `new` stays one, counted once.
+    if old == new
+        || (old_kind == new_kind
+            && matches!(new_kind, Kind::Connection | Kind::Epoll | Kind::Ghost))
+    {
         return call();
     }
     let connection = if new_kind == Kind::Internal {
-        internal::relocate(new);
+        relocate(new);
         false
     } else {
         forget(new, new_kind)
     };
     let result = call();
-    let _errno = crate::errno::Preserve::now();
     if result < 0 {
         // Nothing changed (an invalid `old`): `new` is what it was.
         if matches!(new_kind, Kind::Connection | Kind::Ghost | Kind::Epoll) {
@@ -161,7 +176,6 @@ pub fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if start <= last {
         result = result.min(call(start, last));
     }
-    let _errno = crate::errno::Preserve::now();
     for _ in 0..connections {
         connection_gone();
     }

@@ -74,6 +74,8 @@ pub fn get(fd: RawFd) -> Kind {
 }
 
 /// Marks `fd`, allocating its chunk if needed (not for signal handlers: see [`set_existing`]).
+/// Leaves `errno` alone, so hooks can call it after the real call without saving `errno`.
+#[inline]
 pub fn set(fd: RawFd, kind: Kind) {
     let Some((chunk_slot, offset)) = slot(fd) else {
         return;
@@ -83,20 +85,7 @@ pub fn set(fd: RawFd, kind: Kind) {
         if kind == Kind::Untracked {
             return;
         }
-        let fresh = Box::into_raw(Box::new([const { AtomicU8::new(0) }; CHUNK_LEN]));
-        chunk = match chunk_slot.compare_exchange(
-            ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => fresh,
-            Err(installed) => {
-                // SAFETY: `fresh` was never published; we still own it.
-                drop(unsafe { Box::from_raw(fresh) });
-                installed
-            }
-        };
+        chunk = allocate(chunk_slot);
     }
     // SAFETY: chunks are never freed once published.
     let chunk = unsafe { &*chunk };
@@ -104,6 +93,22 @@ pub fn set(fd: RawFd, kind: Kind) {
     // A plain load first: the locked read-modify-write only when the mark is new.
     if kind != Kind::Untracked && fd > HIGHEST.load(Ordering::Relaxed) {
         HIGHEST.fetch_max(fd, Ordering::AcqRel);
+    }
+}
+
+/// Publishes a chunk in `chunk_slot` (ours, or one another thread published first).
+#[cold]
+fn allocate(chunk_slot: &AtomicPtr<Chunk>) -> *mut Chunk {
+    // The allocator may set errno even when it succeeds.
+    let _errno = crate::errno::Preserve::now();
+    let fresh = Box::into_raw(Box::new([const { AtomicU8::new(0) }; CHUNK_LEN]));
+    match chunk_slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => fresh,
+        Err(installed) => {
+            // SAFETY: `fresh` was never published; we still own it.
+            drop(unsafe { Box::from_raw(fresh) });
+            installed
+        }
     }
 }
 

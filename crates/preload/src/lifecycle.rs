@@ -276,7 +276,7 @@ pub fn forked(pid: libc::pid_t) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(pid);
-    } else if sockets::any_bound() {
+    } else if process::debug() && sockets::any_bound() {
         debug!("forked pid {pid}: a worker of this generation");
     }
 }

@@ -130,6 +130,7 @@ pub fn now_millis() -> u64 {
 }
 
 /// Whether this process is the master.
+#[inline]
 pub fn is_master() -> bool {
     MASTER.load(Ordering::Relaxed)
 }

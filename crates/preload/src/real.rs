@@ -17,11 +17,17 @@ use libc::{
 
 /// Looks up `name` in the libraries after ours, caching the address in `slot`.
 /// Returns 0 when no later library defines it (the caller reports `ENOSYS`).
+#[inline]
 fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
     let cached = slot.load(Ordering::Relaxed);
     if cached != 0 {
         return cached;
     }
+    look_up(slot, name)
+}
+
+#[cold]
+fn look_up(slot: &AtomicUsize, name: &CStr) -> usize {
     // SAFETY: dlsym with a valid NUL-terminated name is always safe to call.
     let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
     slot.store(found, Ordering::Relaxed);
@@ -46,6 +52,7 @@ macro_rules! real_functions {
             /// # Safety
             /// Same contract as the libc function of that name.
             #[allow(clippy::missing_safety_doc)]
+            #[inline]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 let address = resolve(&slots::$name, concat_cstr!($name));
                 if address == 0 {

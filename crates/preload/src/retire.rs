@@ -296,11 +296,20 @@ pub fn drained() -> bool {
 }
 
 /// Called whenever something that draining waits for ends. A worker leaves as soon as it is
-/// drained; the master's restart thread is woken to decide.
+/// drained; the master's restart thread is woken to decide. Leaves `errno` alone.
+#[inline]
 pub fn on_drain_progress() {
-    if !RETIRING.load(Ordering::SeqCst) || !drained() {
+    if RETIRING.load(Ordering::SeqCst) {
+        drain_progressed();
+    }
+}
+
+#[cold]
+fn drain_progressed() {
+    if !drained() {
         return;
     }
+    let _errno = crate::errno::Preserve::now();
     if process::is_master() {
         crate::restart::wake(crate::restart::Wake::Drained);
     } else {

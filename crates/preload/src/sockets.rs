@@ -1,8 +1,11 @@
 //! The bound sockets of this process and the inherited ones not yet claimed.
 //!
-//! Only `bind`, `listen`, closing or duplicating a bound socket, readiness and restarts come
-//! here, never the per-connection hot path, so a lock is fine. The descriptor table says which
-//! descriptors are bound sockets; this registry says which socket each one is.
+//! The descriptor table says which descriptors are bound sockets, and for most sockets that is
+//! all there is to know until a restart: a plain `bind` only marks the table, without a lock or
+//! an allocation. This registry keeps a record for each socket with more to it (claimed from
+//! the previous generation, served, duplicated, identity worked out); a bound descriptor without
+//! a record is a socket with that one descriptor. Closing or duplicating a bound socket,
+//! readiness and restarts come here, never the per-connection hot path, so a lock is fine.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +22,7 @@ pub struct BoundSocket {
     /// What a bind must ask for to get it; worked out when first needed (see
     /// [`crate::binding::identity_of_bound`]).
     identity: Option<SocketIdentity>,
-    /// The program's descriptor for it.
+    /// One of the program's descriptors for it.
     fd: RawFd,
     /// More descriptors for it (a `dup` adds one); usually none, so nothing is allocated.
     aliases: Vec<RawFd>,
@@ -85,18 +88,49 @@ pub fn renumber_unclaimed(from: RawFd, to: RawFd) -> bool {
 /// Every descriptor of the program that refers to the same socket as `fd`.
 pub fn aliases(fd: RawFd) -> Vec<RawFd> {
     let registry = REGISTRY.lock();
-    registry
-        .bound
-        .iter()
-        .find(|s| s.holds(fd))
-        .map_or_else(Vec::new, |s| {
+    registry.bound.iter().find(|s| s.holds(fd)).map_or_else(
+        || vec![fd],
+        |s| {
             std::iter::once(s.fd)
                 .chain(s.aliases.iter().copied())
                 .collect()
-        })
+        },
+    )
+}
+
+impl Registry {
+    /// The record of the socket behind bound descriptor `fd`, made now if it has none.
+    fn record(&mut self, fd: RawFd) -> &mut BoundSocket {
+        let index = match self.bound.iter().position(|s| s.holds(fd)) {
+            Some(index) => index,
+            None => {
+                self.bound.push(BoundSocket::new(fd, None, false));
+                self.bound.len() - 1
+            }
+        };
+        &mut self.bound[index]
+    }
+
+    /// Gives every bound descriptor without a record one, so that the records list every
+    /// socket (a walk of the table: only for restarts and the instance record).
+    fn record_all(&mut self) {
+        fdtable::for_each(Kind::Bound, |fd| {
+            self.record(fd);
+        });
+    }
 }
 
 impl BoundSocket {
+    fn new(fd: RawFd, identity: Option<SocketIdentity>, inherited: bool) -> Self {
+        Self {
+            identity,
+            fd,
+            aliases: Vec::new(),
+            inherited,
+            served: false,
+        }
+    }
+
     fn holds(&self, fd: RawFd) -> bool {
         self.fd == fd || self.aliases.contains(&fd)
     }
@@ -110,25 +144,26 @@ impl BoundSocket {
     }
 }
 
-/// Records a newly bound (or claimed) socket behind `fd`.
-pub fn add(fd: RawFd, identity: Option<SocketIdentity>, inherited: bool) {
+/// `fd` was bound afresh: only the table says so until the socket needs a record.
+/// Leaves `errno` alone.
+#[inline]
+pub fn add(fd: RawFd) {
     fdtable::set(fd, Kind::Bound);
-    REGISTRY.lock().bound.push(BoundSocket {
-        identity,
-        fd,
-        aliases: Vec::new(),
-        inherited,
-        served: false,
-    });
 }
 
-/// `copy` now refers to the same socket as `original`.
+/// `fd` was given the inherited socket with `identity`.
+pub fn add_claimed(fd: RawFd, identity: SocketIdentity) {
+    fdtable::set(fd, Kind::Bound);
+    REGISTRY
+        .lock()
+        .bound
+        .push(BoundSocket::new(fd, Some(identity), true));
+}
+
+/// `copy` now refers to the same socket as `original`, a bound descriptor.
 pub fn add_alias(original: RawFd, copy: RawFd) {
-    let mut registry = REGISTRY.lock();
-    if let Some(socket) = registry.bound.iter_mut().find(|s| s.holds(original)) {
-        socket.aliases.push(copy);
-        fdtable::set(copy, Kind::Bound);
-    }
+    REGISTRY.lock().record(original).aliases.push(copy);
+    fdtable::set(copy, Kind::Bound);
 }
 
 /// The program closed (or replaced) `fd`; a socket with no descriptor left is forgotten.
@@ -139,8 +174,14 @@ pub fn add_alias(original: RawFd, copy: RawFd) {
 pub fn remove_fd(fd: RawFd) {
     let keep = process::config().is_some_and(|c| c.options.revive) && process::is_master();
     let mut registry = REGISTRY.lock();
-    let Some(index) = registry.bound.iter().position(|s| s.holds(fd)) else {
-        return;
+    let index = match registry.bound.iter().position(|s| s.holds(fd)) {
+        Some(index) => index,
+        // Its only descriptor.
+        None if keep => {
+            registry.bound.push(BoundSocket::new(fd, None, false));
+            registry.bound.len() - 1
+        }
+        None => return,
     };
     let socket = &mut registry.bound[index];
     if socket.fd != fd {
@@ -171,7 +212,7 @@ pub fn remove_fd(fd: RawFd) {
 
 /// Outcome of marking a socket as served.
 pub enum Served {
-    /// Nothing changed (already served, or not a bound socket).
+    /// Nothing changed (already served).
     Unchanged,
     /// Marked; other claimed sockets are still waiting to be served.
     Partly,
@@ -179,13 +220,11 @@ pub enum Served {
     All,
 }
 
-/// The program serves `fd`. Readiness: every claimed stream socket served (datagram sockets
-/// count as soon as they are claimed), and at least one socket served.
+/// The program serves `fd`, a bound descriptor. Readiness: every claimed stream socket served
+/// (datagram sockets count as soon as they are claimed), and at least one socket served.
 pub fn mark_served(fd: RawFd) -> Served {
     let mut registry = REGISTRY.lock();
-    let Some(socket) = registry.bound.iter_mut().find(|s| s.holds(fd)) else {
-        return Served::Unchanged;
-    };
+    let socket = registry.record(fd);
     if socket.served {
         return Served::Unchanged;
     }
@@ -236,6 +275,7 @@ pub fn has_unclaimed() -> bool {
 /// go along too, so a restart before readiness loses nothing.
 pub fn handover() -> Vec<InheritedSocket> {
     let mut registry = REGISTRY.lock();
+    registry.record_all();
     let mut sockets: Vec<InheritedSocket> = registry
         .bound
         .iter_mut()
@@ -252,15 +292,16 @@ pub fn handover() -> Vec<InheritedSocket> {
 
 /// Human-readable addresses of the bound sockets, for the instance record.
 pub fn describe() -> Vec<String> {
-    REGISTRY
-        .lock()
+    let mut registry = REGISTRY.lock();
+    registry.record_all();
+    registry
         .bound
         .iter_mut()
         .filter_map(|s| s.identity().map(ToString::to_string))
         .collect()
 }
 
-/// Whether this process has bound any socket.
+/// Whether this process has bound any socket (a walk of the table when none has a record).
 pub fn any_bound() -> bool {
-    !REGISTRY.lock().bound.is_empty()
+    !REGISTRY.lock().bound.is_empty() || fdtable::any(Kind::Bound)
 }

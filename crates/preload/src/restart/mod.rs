@@ -57,14 +57,17 @@ pub fn wake(reason: Wake) {
     }
 }
 
+/// Whether this process is a master whose restart thread is not started yet: what every bind
+/// asks, with plain loads.
+#[inline]
+pub fn needs_thread() -> bool {
+    process::is_master() && !STARTED.load(Ordering::Relaxed)
+}
+
 /// Starts the restart thread of a master, once. Created with every signal blocked, then it
 /// unblocks only the restart signal: it must not steal signals the program waits for.
 pub fn start_thread() {
-    // Every bind comes here: a plain load before the locked swap.
-    if !process::is_master()
-        || STARTED.load(Ordering::Relaxed)
-        || STARTED.swap(true, Ordering::SeqCst)
-    {
+    if !needs_thread() || STARTED.swap(true, Ordering::SeqCst) {
         return;
     }
     // A worker that became the master (a daemon) no longer reports to its former master.

@@ -6,11 +6,12 @@
 
 use std::ffi::c_int;
 use std::os::fd::RawFd;
+use std::panic::catch_unwind;
 
 use huptime_handoff::{Address, SockKind, SocketIdentity};
 
 use crate::fdtable::{self, Kind};
-use crate::log::debug;
+use crate::log::{debug, warning};
 use crate::{errno, process, ready, real, restart, sockets, sys};
 
 /// Options a program commonly sets before `bind` that matter for the sockets it accepts; they
@@ -69,31 +70,69 @@ fn adopt(fd: RawFd, inherited: RawFd) -> bool {
     sys::move_onto(inherited, fd, cloexec)
 }
 
-/// `bind(fd, addr, len)`. With nothing inherited to match (and no `--multi` or `--debug`), it
-/// is the real call plus bookkeeping: the address is not even parsed.
-pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
-    let raw: &[u8] = if addr.is_null() {
+/// What a `bind` needs from us, told before the call.
+pub enum BindCase {
+    /// An address family we never track (netlink, packet, ...): libc's call alone.
+    Untracked,
+    /// Nothing inherited to match, no `--multi` or `--debug`: the real call, then
+    /// [`bound_afresh`]. The address is not even parsed.
+    Plain,
+    /// Anything else: [`bind`].
+    Full,
+}
+
+#[inline(always)]
+pub fn classify(addr: *const libc::sockaddr, len: libc::socklen_t) -> BindCase {
+    if !Address::is_tracked(raw_address(addr, len)) {
+        return BindCase::Untracked;
+    }
+    let plain = !sockets::has_unclaimed()
+        && process::config().is_some_and(|c| !c.options.debug && !c.options.reuseport);
+    if plain {
+        BindCase::Plain
+    } else {
+        BindCase::Full
+    }
+}
+
+#[inline(always)]
+fn raw_address<'a>(addr: *const libc::sockaddr, len: libc::socklen_t) -> &'a [u8] {
+    if addr.is_null() {
         &[]
     } else {
         // SAFETY: the caller passes an address of `len` bytes.
         unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) }
-    };
-    if !Address::is_tracked(raw) {
-        // SAFETY: forwarding the caller's arguments.
-        return unsafe { real::bind(fd, addr, len) };
     }
-    let plain = !sockets::has_unclaimed()
-        && !process::debug()
-        && !process::config().is_some_and(|c| c.options.reuseport);
-    if plain {
+}
+
+/// `fd` was bound in the [`BindCase::Plain`] case. Cannot panic and leaves `errno` alone, so
+/// the hook calls it outside `catch_unwind`, keeping one frame across the system call.
+#[inline(always)]
+pub fn bound_afresh(fd: RawFd) {
+    sockets::add(fd);
+    after_bind(fd);
+}
+
+/// `bind(fd, addr, len)`, whatever its case.
+pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    match classify(addr, len) {
         // SAFETY: forwarding the caller's arguments.
-        let result = unsafe { real::bind(fd, addr, len) };
-        if result == 0 {
-            sockets::add(fd);
-            after_bind(fd);
+        BindCase::Untracked => unsafe { real::bind(fd, addr, len) },
+        BindCase::Plain => {
+            // SAFETY: forwarding the caller's arguments.
+            let result = unsafe { real::bind(fd, addr, len) };
+            if result == 0 {
+                bound_afresh(fd);
+            }
+            result
         }
-        return result;
+        BindCase::Full => bind_full(fd, addr, len),
     }
+}
+
+/// The [`BindCase::Full`] case: a bind whose identity matches an inherited socket gets it.
+pub fn bind_full(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    let raw = raw_address(addr, len);
     let Some(address) = Address::from_sockaddr(raw) else {
         // SAFETY: forwarding the caller's arguments.
         return unsafe { real::bind(fd, addr, len) };
@@ -135,8 +174,8 @@ pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_i
     result
 }
 
-/// Leaves `errno` alone.
-#[inline]
+/// Leaves `errno` alone; cannot panic.
+#[inline(always)]
 fn after_bind(fd: RawFd) {
     if restart::needs_thread() || ready::pending() {
         first_binds(fd);
@@ -147,10 +186,15 @@ fn after_bind(fd: RawFd) {
 #[cold]
 fn first_binds(fd: RawFd) {
     let _errno = errno::Preserve::now();
-    restart::start_thread();
-    // A datagram socket counts as served once bound: both generations read one buffer.
-    if ready::pending() && sys::socket_type(fd) == Some(libc::SOCK_DGRAM) {
-        ready::served(fd);
+    let started = catch_unwind(|| {
+        restart::start_thread();
+        // A datagram socket counts as served once bound: both generations read one buffer.
+        if ready::pending() && sys::socket_type(fd) == Some(libc::SOCK_DGRAM) {
+            ready::served(fd);
+        }
+    });
+    if started.is_err() {
+        warning!("setting up restarts failed after bind on fd {fd}");
     }
 }
 

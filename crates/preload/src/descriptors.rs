@@ -13,26 +13,58 @@ use crate::fdtable::{self, Kind};
 use crate::process::CONNECTIONS;
 use crate::{errno, internal, real, retire, sockets};
 
-/// Forgets `fd`; returns whether a connection is going away. Leaves `errno` alone.
-#[inline]
+/// Forgets `fd`; returns whether a connection is going away (then the caller counts it gone).
+/// Leaves `errno` alone.
+#[inline(always)]
 fn forget(fd: RawFd, kind: Kind) -> bool {
-    fdtable::clear(fd);
     match kind {
+        Kind::Connection => fdtable::take(fd) == Kind::Connection,
         Kind::Bound => {
-            let _errno = errno::Preserve::now();
-            sockets::remove_fd(fd);
+            fdtable::clear(fd);
+            forget_bound(fd);
             false
         }
-        Kind::Connection => true,
-        _ => false,
+        _ => {
+            fdtable::clear(fd);
+            false
+        }
     }
 }
 
+#[cold]
+fn forget_bound(fd: RawFd) {
+    let _errno = errno::Preserve::now();
+    sockets::remove_fd(fd);
+}
+
 /// A tracked connection descriptor is gone. Leaves `errno` alone.
-#[inline]
+#[inline(always)]
 fn connection_gone() {
     CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
     retire::on_drain_progress();
+}
+
+/// The program is about to close `fd`, a connection: forgets it and counts it gone.
+///
+/// The hot path of every server, so the hook calls this outside `catch_unwind` (nothing here
+/// can panic) and then tail-calls libc's `close`: on this kind of machine every return made
+/// after a system call costs a misprediction (about 8 ns), so no frame of ours may stay on
+/// the stack across it. Counting the connection gone a moment before the kernel closes it
+/// changes nothing: the program is done with it, and a process that exits or executes the
+/// next generation closes it in any case.
+#[inline(always)]
+pub fn closing_connection(fd: RawFd) {
+    if fdtable::take(fd) == Kind::Connection {
+        connection_gone();
+    }
+}
+
+/// The program got `copy` by duplicating a connection: tracked like it. Cannot panic (see
+/// [`closing_connection`]); leaves `errno` alone.
+#[inline(always)]
+pub fn connection_copied(copy: RawFd) {
+    fdtable::set(copy, Kind::Connection);
+    CONNECTIONS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Moves our own descriptor away from `fd` (see [`internal::relocate`]); returns whether `fd`
@@ -54,27 +86,31 @@ pub fn close(fd: RawFd, kind: Kind) -> c_int {
     let connection = forget(fd, kind);
     // SAFETY: forwarding the caller's argument.
     let result = unsafe { real::close(fd) };
-    // Linux releases the descriptor even when close reports EINTR or EIO.
-    if connection && (result == 0 || errno::get() != libc::EBADF) {
+    // Linux releases the descriptor even when close reports EINTR or EIO; EBADF means it was
+    // closed behind our back, so it is gone all the same.
+    if connection {
         connection_gone();
     }
     result
 }
 
 /// Tracks `copy` like `original` after a successful duplication. Leaves `errno` alone.
-#[inline]
+#[inline(always)]
 fn track_copy(original: RawFd, copy: RawFd, kind: Kind) {
     match kind {
-        Kind::Connection => {
-            fdtable::set(copy, Kind::Connection);
-            CONNECTIONS.fetch_add(1, Ordering::SeqCst);
-        }
-        Kind::Bound => {
-            let _errno = errno::Preserve::now();
-            sockets::add_alias(original, copy);
-        }
-        Kind::Epoll | Kind::Ghost => fdtable::set(copy, kind),
+        Kind::Connection => connection_copied(copy),
         Kind::Untracked | Kind::Internal => {}
+        _ => track_other_copy(original, copy, kind),
+    }
+}
+
+#[cold]
+fn track_other_copy(original: RawFd, copy: RawFd, kind: Kind) {
+    if kind == Kind::Bound {
+        let _errno = errno::Preserve::now();
+        sockets::add_alias(original, copy);
+    } else {
+        fdtable::set(copy, kind);
     }
 }
 

@@ -43,6 +43,7 @@ pub enum Kind {
 }
 
 impl Kind {
+    #[inline(always)]
     fn from_u8(value: u8) -> Self {
         match value {
             1 => Self::Bound,
@@ -55,12 +56,14 @@ impl Kind {
     }
 }
 
+#[inline(always)]
 fn slot(fd: RawFd) -> Option<(&'static AtomicPtr<Chunk>, usize)> {
     let index = usize::try_from(fd).ok().filter(|&i| i < MAX_FDS)?;
     Some((&CHUNK_TABLE[index >> CHUNK_BITS], index & (CHUNK_LEN - 1)))
 }
 
 /// What `fd` is. Lock-free and allocation-free: safe in signal handlers.
+#[inline(always)]
 pub fn get(fd: RawFd) -> Kind {
     let Some((chunk, offset)) = slot(fd) else {
         return Kind::Untracked;
@@ -75,7 +78,7 @@ pub fn get(fd: RawFd) -> Kind {
 
 /// Marks `fd`, allocating its chunk if needed (not for signal handlers: see [`set_existing`]).
 /// Leaves `errno` alone, so hooks can call it after the real call without saving `errno`.
-#[inline]
+#[inline(always)]
 pub fn set(fd: RawFd, kind: Kind) {
     let Some((chunk_slot, offset)) = slot(fd) else {
         return;
@@ -92,8 +95,13 @@ pub fn set(fd: RawFd, kind: Kind) {
     chunk[offset].store(kind as u8, Ordering::Release);
     // A plain load first: the locked read-modify-write only when the mark is new.
     if kind != Kind::Untracked && fd > HIGHEST.load(Ordering::Relaxed) {
-        HIGHEST.fetch_max(fd, Ordering::AcqRel);
+        raise_highest(fd);
     }
+}
+
+#[cold]
+fn raise_highest(fd: RawFd) {
+    HIGHEST.fetch_max(fd, Ordering::AcqRel);
 }
 
 /// Publishes a chunk in `chunk_slot` (ours, or one another thread published first).
@@ -114,6 +122,7 @@ fn allocate(chunk_slot: &AtomicPtr<Chunk>) -> *mut Chunk {
 
 /// Marks `fd` if its chunk exists already, which is the case for every descriptor that was
 /// marked before. Allocation-free: for signal handlers.
+#[inline(always)]
 pub fn set_existing(fd: RawFd, kind: Kind) {
     let Some((chunk, offset)) = slot(fd) else {
         return;
@@ -126,7 +135,23 @@ pub fn set_existing(fd: RawFd, kind: Kind) {
     }
 }
 
+/// Forgets `fd` and returns what it was, atomically: of two threads closing one descriptor at
+/// once, only one learns that it was a connection.
+#[inline(always)]
+pub fn take(fd: RawFd) -> Kind {
+    let Some((chunk, offset)) = slot(fd) else {
+        return Kind::Untracked;
+    };
+    let chunk = chunk.load(Ordering::Acquire);
+    if chunk.is_null() {
+        return Kind::Untracked;
+    }
+    // SAFETY: chunks are never freed once published.
+    Kind::from_u8(unsafe { &*chunk }[offset].swap(Kind::Untracked as u8, Ordering::AcqRel))
+}
+
 /// Forgets `fd`.
+#[inline(always)]
 pub fn clear(fd: RawFd) {
     set_existing(fd, Kind::Untracked);
 }

@@ -12,6 +12,7 @@ use libc::{
     epoll_event, fd_set, nfds_t, pid_t, pollfd, sigset_t, sockaddr, socklen_t, timespec, timeval,
 };
 
+use crate::binding::BindCase;
 use crate::fdtable::Kind;
 use crate::{
     accepting, binding, descriptors, errno, fdtable, lifecycle, process, real, reentry, retire,
@@ -79,13 +80,24 @@ fn unguarded<T: From<i8>>(logic: impl FnOnce() -> T) -> T {
     })
 }
 
+/// A plain bind keeps one frame of ours across the system call (see
+/// [`descriptors::closing_connection`]).
 #[unsafe(export_name = "huptime_hook_bind")]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     if process::active() {
-        unguarded(|| binding::bind(fd, addr, len))
-    } else {
-        unsafe { real::bind(fd, addr, len) }
+        match binding::classify(addr, len) {
+            BindCase::Untracked => {}
+            BindCase::Plain => {
+                let result = unsafe { real::bind(fd, addr, len) };
+                if result == 0 {
+                    binding::bound_afresh(fd);
+                }
+                return result;
+            }
+            BindCase::Full => return unguarded(|| binding::bind_full(fd, addr, len)),
+        }
     }
+    unsafe { real::bind(fd, addr, len) }
 }
 
 #[unsafe(export_name = "huptime_hook_listen")]
@@ -120,22 +132,38 @@ pub unsafe extern "C" fn accept4(
     )
 }
 
+/// A connection's close is the hot path: counted gone, then libc's `close` as a tail call
+/// (see [`descriptors::closing_connection`]).
 #[unsafe(export_name = "huptime_hook_close")]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    door_for(
-        fd,
-        || unsafe { real::close(fd) },
-        |kind| descriptors::close(fd, kind),
-    )
+    if process::active() {
+        match fdtable::get(fd) {
+            Kind::Untracked => {}
+            Kind::Connection => descriptors::closing_connection(fd),
+            kind => return unguarded(|| descriptors::close(fd, kind)),
+        }
+    }
+    unsafe { real::close(fd) }
 }
 
+/// A connection's `dup` keeps one frame of ours across the system call, not two (see
+/// [`descriptors::closing_connection`]).
 #[unsafe(export_name = "huptime_hook_dup")]
 pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
-    door_for(
-        fd,
-        || unsafe { real::dup(fd) },
-        |kind| descriptors::dup(fd, kind),
-    )
+    if process::active() {
+        match fdtable::get(fd) {
+            Kind::Untracked => {}
+            Kind::Connection => {
+                let copy = unsafe { real::dup(fd) };
+                if copy >= 0 {
+                    descriptors::connection_copied(copy);
+                }
+                return copy;
+            }
+            kind => return unguarded(|| descriptors::dup(fd, kind)),
+        }
+    }
+    unsafe { real::dup(fd) }
 }
 
 #[unsafe(export_name = "huptime_hook_dup2")]
@@ -500,6 +528,11 @@ pub unsafe extern "C" fn syscall(
     );
     let kind = fdtable::get(fd);
     if about_one_descriptor && kind == Kind::Untracked {
+        return direct();
+    }
+    // node closes its connections this way: the same hot path as `close`.
+    if n == libc::SYS_close && kind == Kind::Connection && process::active() {
+        descriptors::closing_connection(fd);
         return direct();
     }
     door(direct, || {

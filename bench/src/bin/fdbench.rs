@@ -6,7 +6,9 @@
 //! sockets bound to 127.0.0.1:0, connections accepted from them (and their client ends), and
 //! files.
 //!
-//! Usage: fdbench --fds 10,1000,15000 --iterations N.
+//! Usage: fdbench --fds 10,1000,15000 --iterations N [--idle-threads N]. Idle threads make a
+//! bare run multi-threaded like one under huptime (its restart thread), which costs the
+//! kernel's side of some calls: the figure reports that share separately.
 //! Prints one line per measurement: `<operation> <open descriptors> <ns per call>`.
 
 use std::fs::File;
@@ -22,28 +24,34 @@ const BIND_SHARE: usize = 10;
 const BATCHES: usize = 5;
 
 fn usage() -> ! {
-    eprintln!("usage: fdbench --fds N[,N...] --iterations N");
+    eprintln!("usage: fdbench --fds N[,N...] --iterations N [--idle-threads N]");
     std::process::exit(2);
 }
 
 struct Args {
     fds: Vec<usize>,
     iterations: usize,
+    idle_threads: usize,
 }
 
 fn parse_args() -> Args {
-    let (mut fds, mut iterations) = (None, None);
+    let (mut fds, mut iterations, mut idle_threads) = (None, None, Some(0));
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
             "--fds" => fds = value.split(',').map(|n| n.parse().ok()).collect(),
             "--iterations" => iterations = value.parse().ok(),
+            "--idle-threads" => idle_threads = value.parse().ok(),
             _ => usage(),
         }
     }
-    match (fds, iterations) {
-        (Some(fds), Some(iterations)) => Args { fds, iterations },
+    match (fds, iterations, idle_threads) {
+        (Some(fds), Some(iterations), Some(idle_threads)) => Args {
+            fds,
+            iterations,
+            idle_threads,
+        },
         _ => usage(),
     }
 }
@@ -204,6 +212,13 @@ fn unix_address() -> (libc::sockaddr_un, usize) {
 
 fn main() {
     let args = parse_args();
+    for _ in 0..args.idle_threads {
+        std::thread::spawn(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+    }
     raise_limit();
     let (unix, unix_length) = unix_address();
     let subject = File::open("/dev/null").unwrap_or_else(|_| fail("cannot open /dev/null"));

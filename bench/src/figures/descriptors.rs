@@ -2,7 +2,10 @@
 //! 10, 1 000 and 15 000 descriptors open, some of them listening sockets and accepted
 //! connections the library tracks. Run bare and under `huptime --`, where the library is
 //! active. "Flat" compares huptime's overhead at 15 000 descriptors with that at 10, so that
-//! the kernel's own cost of a bigger descriptor table does not count against it.
+//! the kernel's own cost of a bigger descriptor table does not count against it. A bare run
+//! with one idle thread says how much of the overhead is the kernel's: a process with a
+//! second thread (huptime's restart thread) pays more for some calls (`bind` takes a
+//! reference on the file, which a single-threaded process skips).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -65,10 +68,11 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
     let counts = COUNTS.map(|n| n.to_string()).join(",");
     let iterations = ctx.mode.pick(20_000, 400_000).to_string();
     let args = ["--fds", &counts, "--iterations", &iterations];
-    let fdbench = |variant: Variant<'_>| -> Result<Run, String> {
+    let fdbench = |variant: Variant<'_>, idle_threads: &str| -> Result<Run, String> {
         let output = ctx
             .setup
             .command(variant, &ctx.setup.fdbench, &args)
+            .args(["--idle-threads", idle_threads])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
@@ -82,11 +86,15 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
         }
         parse(&String::from_utf8_lossy(&output.stdout))
     };
+    // The third variant is the bare program with one idle thread: what huptime's restart
+    // thread alone costs the kernel's side of a call.
     let runs = interleave(
         ctx.mode.pick(2, 7),
-        &mut [&mut || fdbench(Variant::Bare), &mut || {
-            fdbench(Variant::Huptime(&[]))
-        }],
+        &mut [
+            &mut || fdbench(Variant::Bare, "0"),
+            &mut || fdbench(Variant::Huptime(&[]), "0"),
+            &mut || fdbench(Variant::Bare, "1"),
+        ],
     )?;
     let samples = |variant: usize, key: (&str, usize)| -> Result<Samples, String> {
         runs[variant]
@@ -99,7 +107,16 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
             .collect()
     };
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for (operation, case) in OPERATIONS {
+        let fewest = (operation, COUNTS[0]);
+        let threaded = paired_median(&samples(0, fewest)?, &samples(2, fewest)?, |bare, idle| {
+            idle / bare
+        });
+        notes.push(format!(
+            "{case}, {} open: bare with one idle thread {threaded:.3}× bare",
+            thousands(COUNTS[0])
+        ));
         let mut ratios = Vec::new();
         for fds in COUNTS {
             let (bare, huptime) = (samples(0, (operation, fds))?, samples(1, (operation, fds))?);
@@ -129,6 +146,6 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
         reference: "bare",
         measured: "huptime",
         rows,
-        notes: Vec::new(),
+        notes,
     })
 }

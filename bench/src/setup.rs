@@ -105,23 +105,28 @@ impl Setup {
             .is_some_and(|dir| dir.ends_with("release"))
     }
 
-    /// A warning when the library is older than the sources it is built from (figures of a
-    /// stale build would describe code that no longer exists).
+    /// A warning when the library or its engine is older than the sources it is built from
+    /// (figures of a stale build would describe code that no longer exists).
     pub fn staleness(&self) -> Option<String> {
-        let built = fs::metadata(&self.library)
-            .and_then(|m| m.modified())
-            .ok()?;
         let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
-        let newest = ["preload/src", "handoff/src"]
-            .iter()
-            .filter_map(|dir| newest_file(&crates.join(dir)))
-            .max()?;
-        (newest > built).then(|| {
-            format!(
-                "warning: {} is older than its sources: rebuild it (`cargo build --workspace`, with \
-                 --release for real figures)",
-                self.library.display()
-            )
+        let engine = self.library.with_file_name("libhuptime_engine.so");
+        let builds: [(&Path, &[&str]); 2] = [
+            (&self.library, &["shim/src"]),
+            (&engine, &["preload/src", "handoff/src"]),
+        ];
+        builds.iter().find_map(|(built, sources)| {
+            let built_at = fs::metadata(built).and_then(|m| m.modified()).ok()?;
+            let newest = sources
+                .iter()
+                .filter_map(|dir| newest_file(&crates.join(dir)))
+                .max()?;
+            (newest > built_at).then(|| {
+                format!(
+                    "warning: {} is older than its sources: rebuild it (`cargo build \
+                     --workspace`, with --release for real figures)",
+                    built.display()
+                )
+            })
         })
     }
 

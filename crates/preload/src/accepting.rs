@@ -4,9 +4,11 @@
 
 use std::ffi::c_int;
 use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
 use crate::fdtable::{self, Kind};
+use crate::log::warning;
 use crate::process::{ACCEPTING, CONNECTIONS};
 use crate::{errno, ready, real, retire, sys, waits};
 
@@ -65,26 +67,34 @@ pub fn accept(
     }
 }
 
-fn accept_bound(
+/// `accept`/`accept4` on a bound socket: the thread counts as accepting around the real call
+/// (a thread blocked in it holds the real socket, whatever becomes of the descriptor), and the
+/// connection it returns is tracked. The hot path of every server, so the hooks run it
+/// outside `catch_unwind`, one frame across the system call (see
+/// [`crate::descriptors::closing_connection`]): what could panic is in the cold paths, which
+/// catch it themselves.
+#[inline(always)]
+pub fn accept_bound(
     fd: RawFd,
     addr: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
     flags: Option<c_int>,
 ) -> c_int {
     if ready::pending() {
-        let _errno = errno::Preserve::now();
-        ready::served(fd);
+        serving(fd);
     }
     ACCEPTING.fetch_add(1, Ordering::SeqCst);
     let connection = call(fd, addr, len, flags);
-    if connection >= 0 && fdtable::get(fd) == Kind::Ghost && retire::is_poke(connection, fd) {
-        // Our wake-up: the kernel restarted this accept on the ghost.
-        sys::close(connection);
-        ACCEPTING.fetch_sub(1, Ordering::SeqCst);
-        retire::on_drain_progress();
-        return accept_ghost(fd, addr, len, flags);
+    if connection >= 0 && fdtable::get(fd) == Kind::Ghost {
+        return accepted_on_ghost(fd, connection, addr, len, flags);
     }
-    let _errno = errno::Preserve::now();
+    accepted(connection)
+}
+
+/// After the real call: tracks the connection, then stops counting the thread as accepting.
+/// Leaves `errno` alone.
+#[inline(always)]
+fn accepted(connection: RawFd) -> c_int {
     if connection >= 0 {
         fdtable::set(connection, Kind::Connection);
         // Counted as a connection before it stops counting as accepting (see retire::drained).
@@ -95,6 +105,42 @@ fn accept_bound(
         retire::on_drain_progress();
     }
     connection
+}
+
+/// The first accepts of a new generation: readiness.
+#[cold]
+fn serving(fd: RawFd) {
+    let _errno = errno::Preserve::now();
+    if catch_unwind(|| ready::served(fd)).is_err() {
+        warning!("readiness bookkeeping failed in accept on fd {fd}");
+    }
+}
+
+/// The socket became a ghost while this thread was in the real `accept`: if what it got is
+/// our wake-up connection, it goes on as on any ghost; a client is served as usual.
+#[cold]
+fn accepted_on_ghost(
+    fd: RawFd,
+    connection: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: Option<c_int>,
+) -> c_int {
+    let poke = {
+        let _errno = errno::Preserve::now();
+        catch_unwind(|| retire::is_poke(connection, fd)).unwrap_or(false)
+    };
+    if !poke {
+        return accepted(connection);
+    }
+    // Our wake-up: the kernel restarted this accept on the ghost.
+    sys::close(connection);
+    ACCEPTING.fetch_sub(1, Ordering::SeqCst);
+    retire::on_drain_progress();
+    catch_unwind(AssertUnwindSafe(|| accept_ghost(fd, addr, len, flags))).unwrap_or_else(|_| {
+        errno::set(libc::EIO);
+        -1
+    })
 }
 
 /// An idle listening socket: `EAGAIN` when non-blocking, otherwise it blocks for ever — except

@@ -15,8 +15,8 @@ use libc::{
 use crate::binding::BindCase;
 use crate::fdtable::Kind;
 use crate::{
-    accepting, binding, descriptors, errno, fdtable, lifecycle, process, real, reentry, retire,
-    signals, waits,
+    accepting, binding, descriptors, errno, fdtable, lifecycle, process, ready, real, reentry,
+    retire, signals, waits,
 };
 
 /// Runs `logic` inside the library, or `direct` when the library is not involved.
@@ -109,13 +109,17 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
     )
 }
 
+/// Accepting on a bound socket runs outside `catch_unwind` (see [`accepting::accept_bound`]).
 #[unsafe(export_name = "huptime_hook_accept")]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    door_for(
-        fd,
-        || unsafe { real::accept(fd, addr, len) },
-        |kind| accepting::accept(fd, addr, len, None, kind),
-    )
+    if process::active() {
+        match fdtable::get(fd) {
+            Kind::Untracked => {}
+            Kind::Bound => return accepting::accept_bound(fd, addr, len, None),
+            kind => return unguarded(|| accepting::accept(fd, addr, len, None, kind)),
+        }
+    }
+    unsafe { real::accept(fd, addr, len) }
 }
 
 #[unsafe(export_name = "huptime_hook_accept4")]
@@ -125,11 +129,14 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    door_for(
-        fd,
-        || unsafe { real::accept4(fd, addr, len, flags) },
-        |kind| accepting::accept(fd, addr, len, Some(flags), kind),
-    )
+    if process::active() {
+        match fdtable::get(fd) {
+            Kind::Untracked => {}
+            Kind::Bound => return accepting::accept_bound(fd, addr, len, Some(flags)),
+            kind => return unguarded(|| accepting::accept(fd, addr, len, Some(flags), kind)),
+        }
+    }
+    unsafe { real::accept4(fd, addr, len, flags) }
 }
 
 /// A connection's close is the hot path: counted gone, then libc's `close` as a tail call
@@ -403,6 +410,11 @@ pub unsafe extern "C" fn epoll_ctl(
     fd: c_int,
     event: *mut epoll_event,
 ) -> c_int {
+    // Only a generation that is not ready yet has anything to learn here; once it is, this
+    // costs one load.
+    if !ready::pending() {
+        return unsafe { real::epoll_ctl(epfd, op, fd, event) };
+    }
     door(
         || unsafe { real::epoll_ctl(epfd, op, fd, event) },
         || {

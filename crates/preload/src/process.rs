@@ -43,10 +43,11 @@ pub static READY_PENDING: AtomicBool = AtomicBool::new(false);
 /// This process stopped accepting and is finishing its connections.
 pub static RETIRING: AtomicBool = AtomicBool::new(false);
 
-/// Bumped each time this process ghosts its sockets; `poll`/`select` remember the value they
-/// started with, so an `accept` after a wait that began before the swap can tell stale
-/// readiness from a real wait on a ghost.
-pub static RETIRE_EPOCH: AtomicU32 = AtomicU32::new(1);
+/// Bumped as this process starts ghosting its sockets (odd: swapping) and again when every
+/// swap is done (even); `poll`/`select` remember the value they started with, so an `accept`
+/// after a wait that began before a swap can tell stale readiness from a real wait on a ghost.
+/// 0 means "never waited", so it starts at 2.
+pub static RETIRE_EPOCH: AtomicU32 = AtomicU32::new(2);
 
 /// A restart signal arrived before the restart thread existed.
 pub static RESTART_PENDING: AtomicBool = AtomicBool::new(false);

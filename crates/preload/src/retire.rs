@@ -123,6 +123,9 @@ pub fn serves_clients(fd: RawFd) -> Option<bool> {
 /// the real `accept`. Returns how many descriptors became ghosts.
 pub fn ghost_all() -> usize {
     RETIRING.store(true, Ordering::SeqCst);
+    // Before the first swap: an accept that finds a ghost from here on may follow a wait that
+    // saw the real socket (see RETIRE_EPOCH).
+    RETIRE_EPOCH.fetch_add(1, Ordering::SeqCst);
     let mut ghosted = 0;
     let mut datagram = false;
     fdtable::for_each(Kind::Bound, |fd| {

@@ -21,16 +21,20 @@ fn note_wait() {
 }
 
 /// Whether this thread's last wait began before the sockets became ghosts, so its result may
-/// have named a socket that is a ghost now. True once per such wait.
+/// have named a socket that is a ghost now. True once per such wait, and whenever swaps are
+/// under way (the table may already say "ghost" for a socket the wait saw as real).
 pub fn began_before_retirement() -> bool {
     let current = RETIRE_EPOCH.load(Ordering::SeqCst);
-    WAIT_BEGAN_AT.with(|began| {
-        let stale = began.get() != 0 && began.get() < current;
-        if stale {
-            began.set(current);
-        }
-        stale
-    })
+    WAIT_BEGAN_AT.with(|began| is_stale(began, current))
+}
+
+fn is_stale(began: &Cell<u32>, current: u32) -> bool {
+    let swapping = current % 2 == 1;
+    let stale = began.get() != 0 && (began.get() < current || swapping);
+    if stale {
+        began.set(current);
+    }
+    stale
 }
 
 /// Before `poll`/`ppoll`: readiness for every bound socket polled for input.
@@ -74,5 +78,27 @@ pub fn before_epoll_ctl(op: c_int, fd: RawFd) {
 pub fn created_epoll(fd: RawFd) {
     if fd >= 0 {
         fdtable::set(fd, Kind::Epoll);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_is_stale_once_after_a_retirement_and_throughout_one() {
+        let began = Cell::new(0);
+        assert!(!is_stale(&began, 2), "never waited");
+        began.set(2);
+        assert!(!is_stale(&began, 2), "nothing retired since the wait began");
+        // The swaps began after the wait did, or a wait began while they run: the accept may
+        // be about a socket the wait saw as real.
+        assert!(is_stale(&began, 3));
+        assert!(is_stale(&began, 3), "still swapping");
+        assert!(is_stale(&began, 4), "began during the swaps");
+        assert!(!is_stale(&began, 4), "once per wait");
+        began.set(4);
+        assert!(!is_stale(&began, 4));
+        assert!(is_stale(&began, 6), "a later retirement");
     }
 }

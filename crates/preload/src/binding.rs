@@ -113,25 +113,9 @@ pub fn bound_afresh(fd: RawFd) {
     after_bind(fd);
 }
 
-/// `bind(fd, addr, len)`, whatever its case.
+/// `bind(fd, addr, len)` in the [`BindCase::Full`] case: a bind whose identity matches an
+/// inherited socket gets it.
 pub fn bind(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
-    match classify(addr, len) {
-        // SAFETY: forwarding the caller's arguments.
-        BindCase::Untracked => unsafe { real::bind(fd, addr, len) },
-        BindCase::Plain => {
-            // SAFETY: forwarding the caller's arguments.
-            let result = unsafe { real::bind(fd, addr, len) };
-            if result == 0 {
-                bound_afresh(fd);
-            }
-            result
-        }
-        BindCase::Full => bind_full(fd, addr, len),
-    }
-}
-
-/// The [`BindCase::Full`] case: a bind whose identity matches an inherited socket gets it.
-pub fn bind_full(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
     let raw = raw_address(addr, len);
     let Some(address) = Address::from_sockaddr(raw) else {
         // SAFETY: forwarding the caller's arguments.

@@ -94,7 +94,7 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
                 }
                 return result;
             }
-            BindCase::Full => return unguarded(|| binding::bind_full(fd, addr, len)),
+            BindCase::Full => return unguarded(|| binding::bind(fd, addr, len)),
         }
     }
     unsafe { real::bind(fd, addr, len) }
@@ -505,9 +505,9 @@ pub unsafe extern "C" fn pselect(
 
 /// `syscall` is variadic in C; six `long` arguments cover every system call on x86_64 and
 /// aarch64, where variadic and fixed integer arguments travel in the same registers. The
-/// calls we care about are routed to the same logic as their libc wrappers (node's libuv
-/// closes connections with `syscall(SYS_close)`); everything else, including the futex calls
-/// of our own locks, goes straight through without a lock or an allocation.
+/// calls we care about go to the hooks of their libc wrappers (node's libuv closes
+/// connections with `syscall(SYS_close)`); everything else, including the futex calls of our
+/// own locks, goes straight through without a lock or an allocation.
 #[unsafe(export_name = "huptime_hook_syscall")]
 pub unsafe extern "C" fn syscall(
     n: c_long,
@@ -534,46 +534,32 @@ pub unsafe extern "C" fn syscall(
         return direct();
     }
     let fd = a1 as c_int;
-    let about_one_descriptor = matches!(
-        n,
-        libc::SYS_close | libc::SYS_dup | libc::SYS_accept | libc::SYS_accept4 | libc::SYS_listen
-    );
-    let kind = fdtable::get(fd);
-    if about_one_descriptor && kind == Kind::Untracked {
+    let ours = process::active()
+        && match n {
+            libc::SYS_close
+            | libc::SYS_dup
+            | libc::SYS_accept
+            | libc::SYS_accept4
+            | libc::SYS_listen => fdtable::get(fd) != Kind::Untracked,
+            _ => true,
+        };
+    if !ours {
         return direct();
     }
-    // node closes its connections this way: the same hot path as `close`.
-    if n == libc::SYS_close && kind == Kind::Connection && process::active() {
-        descriptors::closing_connection(fd);
-        return direct();
-    }
-    door(direct, || {
-        c_long::from(match n {
-            libc::SYS_close => descriptors::close(fd, kind),
-            libc::SYS_accept => {
-                accepting::accept(fd, a2 as *mut sockaddr, a3 as *mut socklen_t, None, kind)
+    // The same hooks as the libc wrappers: one logic, one hot path.
+    c_long::from(unsafe {
+        match n {
+            libc::SYS_close => close(fd),
+            libc::SYS_accept => accept(fd, a2 as *mut sockaddr, a3 as *mut socklen_t),
+            libc::SYS_accept4 => {
+                accept4(fd, a2 as *mut sockaddr, a3 as *mut socklen_t, a4 as c_int)
             }
-            libc::SYS_accept4 => accepting::accept(
-                fd,
-                a2 as *mut sockaddr,
-                a3 as *mut socklen_t,
-                Some(a4 as c_int),
-                kind,
-            ),
-            libc::SYS_dup => descriptors::dup(fd, kind),
-            libc::SYS_dup2 => {
-                let new = a2 as c_int;
-                descriptors::dup_onto(fd, new, None, kind, fdtable::get(new))
-            }
-            libc::SYS_dup3 => {
-                let new = a2 as c_int;
-                descriptors::dup_onto(fd, new, Some(a3 as c_int), kind, fdtable::get(new))
-            }
-            libc::SYS_close_range => {
-                descriptors::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int)
-            }
-            libc::SYS_bind => binding::bind(fd, a2 as *const sockaddr, a3 as socklen_t),
-            _ => binding::listen(fd, a2 as c_int),
-        })
+            libc::SYS_dup => dup(fd),
+            libc::SYS_dup2 => dup2(fd, a2 as c_int),
+            libc::SYS_dup3 => dup3(fd, a2 as c_int, a3 as c_int),
+            libc::SYS_close_range => close_range(a1 as c_uint, a2 as c_uint, a3 as c_int),
+            libc::SYS_bind => bind(fd, a2 as *const sockaddr, a3 as socklen_t),
+            _ => listen(fd, a2 as c_int),
+        }
     })
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use crate::fdtable::{self, Kind};
 use crate::log::warning;
-use crate::process::{ACCEPTING, CONNECTIONS};
+use crate::process::ACCEPTING;
 use crate::{errno, ready, real, retire, sys, waits};
 
 fn call(
@@ -96,9 +96,8 @@ pub fn accept_bound(
 #[inline(always)]
 fn accepted(connection: RawFd) -> c_int {
     if connection >= 0 {
+        // A connection before it stops counting as accepting (see retire::drained).
         fdtable::set(connection, Kind::Connection);
-        // Counted as a connection before it stops counting as accepting (see retire::drained).
-        CONNECTIONS.fetch_add(1, Ordering::SeqCst);
     }
     ACCEPTING.fetch_sub(1, Ordering::SeqCst);
     if connection < 0 {

@@ -7,10 +7,8 @@
 
 use std::ffi::{c_int, c_uint};
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
 
 use crate::fdtable::{self, Kind};
-use crate::process::CONNECTIONS;
 use crate::{errno, internal, real, retire, sockets};
 
 /// Forgets `fd`; returns whether a connection is going away (then the caller counts it gone).
@@ -37,10 +35,9 @@ fn forget_bound(fd: RawFd) {
     sockets::remove_fd(fd);
 }
 
-/// A tracked connection descriptor is gone. Leaves `errno` alone.
+/// A tracked connection descriptor is gone (the table says so already). Leaves `errno` alone.
 #[inline(always)]
 fn connection_gone() {
-    CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
     retire::on_drain_progress();
 }
 
@@ -64,7 +61,6 @@ pub fn closing_connection(fd: RawFd) {
 #[inline(always)]
 pub fn connection_copied(copy: RawFd) {
     fdtable::set(copy, Kind::Connection);
-    CONNECTIONS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Moves our own descriptor away from `fd` (see [`internal::relocate`]); returns whether `fd`

@@ -136,7 +136,8 @@ pub fn set_existing(fd: RawFd, kind: Kind) {
 }
 
 /// Forgets `fd` and returns what it was, atomically: of two threads closing one descriptor at
-/// once, only one learns that it was a connection.
+/// once, only one learns that it was a connection. Sequentially consistent: a close that
+/// then reads whether the process is retiring pairs with [`crate::retire::drained`].
 #[inline(always)]
 pub fn take(fd: RawFd) -> Kind {
     let Some((chunk, offset)) = slot(fd) else {
@@ -147,7 +148,7 @@ pub fn take(fd: RawFd) -> Kind {
         return Kind::Untracked;
     }
     // SAFETY: chunks are never freed once published.
-    Kind::from_u8(unsafe { &*chunk }[offset].swap(Kind::Untracked as u8, Ordering::AcqRel))
+    Kind::from_u8(unsafe { &*chunk }[offset].swap(Kind::Untracked as u8, Ordering::SeqCst))
 }
 
 /// Forgets `fd`.
@@ -156,8 +157,9 @@ pub fn clear(fd: RawFd) {
     set_existing(fd, Kind::Untracked);
 }
 
-/// Calls `visit` for every descriptor of `kind` up to the highest ever marked. Allocation-free.
-pub fn for_each(kind: Kind, mut visit: impl FnMut(RawFd)) {
+/// Calls `visit` for every descriptor of `kind` up to the highest ever marked, until it
+/// returns false. Allocation-free.
+fn visit_each(kind: Kind, mut visit: impl FnMut(RawFd) -> bool) {
     let highest = HIGHEST.load(Ordering::Acquire);
     if highest < 0 {
         return;
@@ -170,11 +172,21 @@ pub fn for_each(kind: Kind, mut visit: impl FnMut(RawFd)) {
         }
         // SAFETY: chunks are never freed once published.
         for (offset, entry) in unsafe { &*chunk }.iter().enumerate() {
-            if entry.load(Ordering::Acquire) == kind as u8 {
-                visit(((index << CHUNK_BITS) + offset) as RawFd);
+            if entry.load(Ordering::Acquire) == kind as u8
+                && !visit(((index << CHUNK_BITS) + offset) as RawFd)
+            {
+                return;
             }
         }
     }
+}
+
+/// Calls `visit` for every descriptor of `kind` up to the highest ever marked. Allocation-free.
+pub fn for_each(kind: Kind, mut visit: impl FnMut(RawFd)) {
+    visit_each(kind, |fd| {
+        visit(fd);
+        true
+    });
 }
 
 /// Calls `visit` for every tracked descriptor in `first..=last`. Allocation-free.
@@ -200,9 +212,48 @@ pub fn for_each_tracked(first: RawFd, last: RawFd, mut visit: impl FnMut(RawFd, 
     }
 }
 
-/// Whether any descriptor of `kind` exists. Allocation-free.
+/// Whether any descriptor of `kind` exists: stops at the first. Allocation-free.
 pub fn any(kind: Kind) -> bool {
     let mut found = false;
-    for_each(kind, |_| found = true);
+    visit_each(kind, |_| {
+        found = true;
+        false
+    });
     found
+}
+
+/// How many descriptors of `kind` exist. Allocation-free.
+pub fn count(kind: Kind) -> usize {
+    let mut count = 0;
+    for_each(kind, |_| count += 1);
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_counts_connections() {
+        // Far above what the test process has open, in two chunks.
+        let fds = [70_000, 70_001, 74_100];
+        for fd in fds {
+            set(fd, Kind::Connection);
+        }
+        set(70_002, Kind::Bound);
+        assert!(any(Kind::Connection));
+        assert_eq!(count(Kind::Connection), 3);
+        assert_eq!(take(70_000), Kind::Connection);
+        assert_eq!(
+            take(70_000),
+            Kind::Untracked,
+            "a second close learns nothing"
+        );
+        assert_eq!(count(Kind::Connection), 2);
+        clear(70_001);
+        clear(74_100);
+        assert!(!any(Kind::Connection));
+        assert_eq!(get(70_002), Kind::Bound);
+        clear(70_002);
+    }
 }

@@ -30,9 +30,6 @@ pub static PARENT: AtomicI32 = AtomicI32::new(0);
 /// Generation number.
 pub static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// Tracked connection descriptors open in this process.
-pub static CONNECTIONS: AtomicIsize = AtomicIsize::new(0);
-
 /// Threads inside a real `accept` on a bound socket. A thread blocked there can still be handed
 /// a client after its descriptor became a ghost, so draining waits for it.
 pub static ACCEPTING: AtomicIsize = AtomicIsize::new(0);

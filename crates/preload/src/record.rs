@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use huptime_handoff::record::{InstanceRecord, Outcome, Phase, runtime_dir, stat_starttime};
 
 use crate::log::warning;
-use crate::process::{self, CONNECTIONS, GENERATION, PID};
-use crate::sockets;
+use crate::process::{self, GENERATION, PID};
+use crate::{retire, sockets};
 
 fn directory(config: &process::Config) -> PathBuf {
     let xdg = config.environment.iter().find_map(|entry| {
@@ -50,7 +50,7 @@ pub fn write(phase: Phase, last: Option<&Outcome>) {
         command: config.options.command.clone(),
         sockets: sockets::describe(),
         listeners: sockets::handover(),
-        connections: CONNECTIONS.load(Ordering::Relaxed).max(0) as u64,
+        connections: retire::connections() as u64,
         last: last.cloned(),
     };
     let dir = directory(config);

@@ -12,10 +12,10 @@
 use std::ffi::c_int;
 use std::mem::zeroed;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicIsize, Ordering, fence};
 
 use crate::fdtable::{self, Kind};
-use crate::process::{self, ACCEPTING, CONNECTIONS, PID, RETIRE_EPOCH, RETIRING};
+use crate::process::{self, ACCEPTING, PID, RETIRE_EPOCH, RETIRING};
 use crate::{procfs, real, sys};
 
 /// Payload of [`RETIRE_SIGNAL`] sent to our own threads to get them out of a real `accept` or
@@ -291,11 +291,25 @@ pub fn retire_children(spare: Option<i32>, mut told: impl FnMut(i32)) {
     });
 }
 
-/// Whether nothing is left to drain in this process.
+/// Whether nothing is left to drain in this process. Async-signal-safe.
+///
+/// The descriptor table is the count of connections: the hot path then marks and unmarks
+/// entries and keeps no counter, whose locked increments would cost every accept, dup and
+/// close. The walk stops at the first connection, so it is long only once nearly drained.
 pub fn drained() -> bool {
-    // Order matters: an accept that got a client counts the connection before it stops
-    // counting itself as accepting.
-    ACCEPTING.load(Ordering::SeqCst) <= 0 && CONNECTIONS.load(Ordering::SeqCst) <= 0
+    // Order matters: an accept that got a client marks the connection before it stops
+    // counting itself as accepting. The fence pairs with the swap a close makes before it
+    // reads RETIRING: either that close sees RETIRING set, or this walk sees its entry gone.
+    if ACCEPTING.load(Ordering::SeqCst) > 0 {
+        return false;
+    }
+    fence(Ordering::SeqCst);
+    !fdtable::any(Kind::Connection)
+}
+
+/// Tracked connections open in this process (for reports: walks the whole table).
+pub fn connections() -> usize {
+    fdtable::count(Kind::Connection)
 }
 
 /// Called whenever something that draining waits for ends. A worker leaves as soon as it is

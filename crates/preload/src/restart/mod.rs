@@ -523,7 +523,7 @@ impl Restarter {
             if deadline.is_some_and(|d| now >= d) {
                 warning!(
                     "drain timeout: {} connection(s) still open after {} s, ending them",
-                    process::CONNECTIONS.load(Ordering::SeqCst).max(0),
+                    retire::connections(),
                     started.elapsed().as_secs()
                 );
                 return;

@@ -80,6 +80,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Stops the serving generation until its next [`Instance::restart_paused`].
+    pub fn pause(&self) {
+        self.server.pause();
+    }
+
     /// Starts `command` (acceptbench under huptime, on `port`) and waits until it serves.
     pub fn start(command: Command, port: u16, log: std::path::PathBuf) -> Result<Self, String> {
         let server = Server::start(command, port, log)?;
@@ -99,6 +104,15 @@ impl Instance {
     /// serving.
     pub fn lingering(&self) -> usize {
         self.lingering.len()
+    }
+
+    /// [`Instance::restart`] for an instance kept stopped outside its own rounds (see
+    /// [`Server::pause`]): resumed for the restart, and its new generation stopped after it.
+    pub fn restart_paused(&mut self) -> Result<Restart, String> {
+        self.server.resume();
+        let restart = self.restart();
+        self.server.pause();
+        restart
     }
 
     /// Sends the restart signal and times the restart with a probe that keeps connecting. Then

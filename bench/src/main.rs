@@ -3,7 +3,7 @@
 //! a Markdown table of medians, ranges, ratios and whether each target is met.
 //!
 //!     cargo build --release --workspace
-//!     cargo run --release -p huptime-bench -- [--short|--full] [--huptime PATH] [FIGURE...]
+//!     cargo run --release -p huptime-bench -- [--short|--full] [--huptime PATH] [--original PATH] [FIGURE...]
 
 mod figures;
 mod generations;
@@ -22,35 +22,41 @@ use figures::{Context, FIGURES, Failure, Figure, Mode};
 use setup::Setup;
 
 const USAGE: &str = "\
-usage: huptime-bench [--short | --full] [--huptime PATH] [FIGURE...]
+usage: huptime-bench [--short | --full] [--huptime PATH] [--original PATH] [FIGURE...]
 
-  --short         a few seconds per figure (a smoke test: its figures mean little)
-  --full          the figures the README reports (the default)
-  --huptime PATH  the huptime launcher to measure, with libhuptime.so beside it (default: the
-                  one beside this executable, i.e. of the same cargo profile)
-  FIGURE          a number or a name; all figures when none is given:";
+  --short          a few seconds per figure (a smoke test: its figures mean little)
+  --full           the figures the README reports (the default)
+  --huptime PATH   the huptime launcher to measure, with libhuptime.so beside it (default: the
+                   one beside this executable, i.e. of the same cargo profile)
+  --original PATH  also measure the original C huptime (github.com/amscanne/huptime), built
+                   with its `make build`: its lib/huptime/huptime.so or its bin/huptime. Every
+                   figure runs it in the same rounds, as its launcher runs a program, and
+                   shows it in two more columns (for comparison: never judged)
+  FIGURE           a number or a name; all figures when none is given:";
 
 struct Args {
     mode: Mode,
     huptime: Option<PathBuf>,
+    original: Option<PathBuf>,
     figures: Vec<&'static Figure>,
 }
 
 fn usage() -> String {
     let names: Vec<String> = FIGURES
         .iter()
-        .map(|f| format!("                  {} {:<12} {}", f.number, f.name, f.title))
+        .map(|f| format!("                   {} {:<12} {}", f.number, f.name, f.title))
         .collect();
     format!("{USAGE}\n{}", names.join("\n"))
 }
 
-fn parse_args() -> Result<Args, String> {
+/// The arguments in `words` (without the program's name); `None` for `--help`.
+fn parse_args(mut words: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut args = Args {
         mode: Mode::Full,
         huptime: None,
+        original: None,
         figures: Vec::new(),
     };
-    let mut words = std::env::args().skip(1);
     while let Some(word) = words.next() {
         match word.as_str() {
             "--short" => args.mode = Mode::Short,
@@ -58,10 +64,10 @@ fn parse_args() -> Result<Args, String> {
             "--huptime" => {
                 args.huptime = Some(words.next().ok_or("--huptime needs a path")?.into());
             }
-            "-h" | "--help" => {
-                println!("{}", usage());
-                std::process::exit(0);
+            "--original" => {
+                args.original = Some(words.next().ok_or("--original needs a path")?.into());
             }
+            "-h" | "--help" => return Ok(None),
             name => {
                 let figure = FIGURES
                     .iter()
@@ -74,7 +80,7 @@ fn parse_args() -> Result<Args, String> {
     if args.figures.is_empty() {
         args.figures = FIGURES.iter().collect();
     }
-    Ok(args)
+    Ok(Some(args))
 }
 
 /// Counts of the figures' outcomes, for the last line.
@@ -123,14 +129,18 @@ fn run_figure(figure: &Figure, ctx: &Context<'_>, totals: &mut Totals) {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
             eprintln!("huptime-bench: {error}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };
-    let setup = match Setup::find(args.huptime) {
+    let setup = match Setup::find(args.huptime, args.original) {
         Ok(setup) => setup,
         Err(error) => {
             eprintln!("huptime-bench: {error}");
@@ -147,6 +157,21 @@ fn main() -> ExitCode {
         setup.huptime.display(),
         setup.library.display()
     );
+    if let Some(original) = &setup.original {
+        let launcher = match &original.launcher {
+            Ok(launcher) => format!(
+                "launcher {} run by {}",
+                launcher.script.display(),
+                launcher.python.display()
+            ),
+            Err(reason) => format!("no launcher: {reason}"),
+        };
+        println!(
+            "- the original C huptime: library {} ({launcher}); its columns are for comparison, \
+             not judged against the targets",
+            original.library.display()
+        );
+    }
     if !setup.is_release() {
         println!("- **not a release build: these figures are a smoke test, not measurements**");
     }
@@ -177,5 +202,34 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Option<Args>, String> {
+        parse_args(words.iter().map(|word| word.to_string()))
+    }
+
+    #[test]
+    fn takes_the_original_and_figures() {
+        let args = parse(&["--short", "--original", "/o/bin/huptime", "3", "memory"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(args.mode, Mode::Short);
+        assert_eq!(args.original, Some(PathBuf::from("/o/bin/huptime")));
+        let numbers: Vec<u8> = args.figures.iter().map(|f| f.number).collect();
+        assert_eq!(numbers, [3, 7]);
+        assert!(parse(&[]).unwrap().unwrap().original.is_none());
+    }
+
+    #[test]
+    fn refuses_a_missing_path_or_an_unknown_word() {
+        let error = |words: &[&str]| parse(words).err().unwrap_or_default();
+        assert_eq!(error(&["--original"]), "--original needs a path");
+        assert!(error(&["--orignal", "x"]).contains("\"--orignal\""));
+        assert!(parse(&["--help"]).unwrap().is_none());
     }
 }

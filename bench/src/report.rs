@@ -92,6 +92,14 @@ pub struct Row {
     unit: Unit,
     is_ratio: bool,
     target: Target,
+    original: Option<Beside>,
+}
+
+/// The original C huptime in a row: its cell and its measure, for comparison (never judged).
+#[derive(Debug)]
+struct Beside {
+    cell: String,
+    measure: String,
 }
 
 /// `median (min–max)`.
@@ -121,6 +129,7 @@ impl Row {
             unit,
             is_ratio: true,
             target,
+            original: None,
         }
     }
 
@@ -140,6 +149,7 @@ impl Row {
             unit,
             is_ratio: false,
             target,
+            original: None,
         }
     }
 
@@ -153,6 +163,7 @@ impl Row {
             unit,
             is_ratio: false,
             target,
+            original: None,
         }
     }
 
@@ -172,17 +183,60 @@ impl Row {
             unit: Unit::Nanos,
             is_ratio: true,
             target,
+            original: None,
+        }
+    }
+
+    /// The original C huptime measured like huptime, against `reference`: the row's own, or
+    /// the original's own in a row that compares huptime with itself. Without it, the row as
+    /// it is.
+    pub fn beside(mut self, reference: &Samples, original: Option<&Samples>) -> Self {
+        let Some(original) = original else {
+            return self;
+        };
+        let combine: fn(f64, f64) -> f64 = if self.is_ratio {
+            |reference, original| original / reference
+        } else {
+            |reference, original| original - reference
+        };
+        self.original = Some(Beside {
+            cell: cell(original, self.unit),
+            measure: self.format(paired_median(reference, original, combine)),
+        });
+        self
+    }
+
+    /// The original's own value, in a [`Row::value`] row.
+    pub fn beside_value(mut self, value: f64) -> Self {
+        self.original = Some(Beside {
+            cell: self.unit.format(value),
+            measure: self.format(value),
+        });
+        self
+    }
+
+    /// The original's overhead under the two conditions of a [`Row::change`] row.
+    pub fn beside_change(mut self, low: (&str, f64), high: (&str, f64)) -> Self {
+        self.original = Some(Beside {
+            cell: format!("{:.3}× at {} → {:.3}× at {}", low.1, low.0, high.1, high.0),
+            measure: self.format(high.1 / low.1),
+        });
+        self
+    }
+
+    /// A measure (the row's own, or the original's) as this row prints it.
+    fn format(&self, value: f64) -> String {
+        if self.is_ratio {
+            format!("{value:.3}×")
+        } else if matches!(self.target, Target::AddedAtMost(_)) {
+            format!("+{}", self.unit.format(value)).replace("+-", "−")
+        } else {
+            self.unit.format(value)
         }
     }
 
     fn measure(&self) -> String {
-        if self.is_ratio {
-            format!("{:.3}×", self.value)
-        } else if matches!(self.target, Target::AddedAtMost(_)) {
-            format!("+{}", self.unit.format(self.value)).replace("+-", "−")
-        } else {
-            self.unit.format(self.value)
-        }
+        self.format(self.value)
     }
 
     pub fn met(&self) -> bool {
@@ -208,13 +262,25 @@ pub fn control_note(what: &str, reference: &Samples, control: &Samples) -> Strin
     )
 }
 
-/// Prints `rows` as a Markdown table with the given names of the reference and measured columns.
+/// Prints `rows` as a Markdown table with the given names of the reference and measured columns,
+/// and two columns for the original C huptime when a row has it.
 pub fn print_table(reference: &str, measured: &str, rows: &[Row]) {
-    println!("| case | {reference} | {measured} | measure | target | result |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    let beside = rows.iter().any(|row| row.original.is_some());
+    let (head, rule) = if beside {
+        (" original | original's measure |", " --- | --- |")
+    } else {
+        ("", "")
+    };
+    println!("| case | {reference} | {measured} | measure | target | result |{head}");
+    println!("| --- | --- | --- | --- | --- | --- |{rule}");
     for row in rows {
+        let original = match &row.original {
+            Some(original) => format!(" {} | {} |", original.cell, original.measure),
+            None if beside => " — | — |".into(),
+            None => String::new(),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |{original}",
             row.case,
             row.reference,
             row.huptime,
@@ -265,6 +331,25 @@ mod tests {
         );
         assert_eq!(row.measure(), "+7.50 ms");
         assert_eq!(row.result(), "**missed** by 2.50 ms");
+    }
+
+    #[test]
+    fn the_original_is_measured_like_the_row() {
+        let reference = samples(&[10.0, 20.0]);
+        let row = Row::added(
+            "x",
+            Unit::Millis,
+            &reference,
+            &samples(&[11.0, 21.0]),
+            Target::AddedAtMost(5.0),
+        )
+        .beside(&reference, Some(&samples(&[14.0, 24.0])));
+        let original = row.original.as_ref().unwrap();
+        assert_eq!(original.measure, "+4.00 ms");
+        assert_eq!(original.cell, "19.00 ms (14.00 ms–24.00 ms)");
+        // Comparison only: the original's value does not decide the row.
+        assert_eq!(row.measure(), "+1.00 ms");
+        assert!(row.met());
     }
 
     #[test]

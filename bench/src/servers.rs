@@ -81,10 +81,14 @@ pub fn wait_exit(pid: i32, timeout: Duration) -> bool {
     false
 }
 
-/// Stops `pid`: SIGTERM, then SIGKILL if it does not exit in time.
+/// Stops `pid`: SIGTERM (and SIGCONT, should it be paused), then SIGKILL if it does not exit
+/// in time.
 pub fn stop(pid: i32) {
     // SAFETY: signalling a process we started.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
     if !wait_exit(pid, STOP_TIMEOUT) {
         unsafe { libc::kill(pid, libc::SIGKILL) };
         wait_exit(pid, STOP_TIMEOUT);
@@ -140,7 +144,7 @@ impl Server {
     pub fn start(mut command: Command, port: u16, log: PathBuf) -> Result<Self, String> {
         let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
+        let mut child = command
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
@@ -151,7 +155,13 @@ impl Server {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if has_exited(server.pid) || Instant::now() > deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "{program} exited ({status}) before listening on port {port}: {}",
+                    server.log_tail()
+                ));
+            }
+            if Instant::now() > deadline {
                 return Err(format!(
                     "{program} did not start listening on port {port}: {}",
                     server.log_tail()
@@ -160,6 +170,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(2));
         }
         Ok(server)
+    }
+
+    /// Stops the server's process where it is (SIGSTOP) until [`Server::resume`]: a server that
+    /// burns CPU while idle (the original C huptime makes acceptbench spin) must not slow the
+    /// variants measured beside it.
+    pub fn pause(&self) {
+        // SAFETY: signalling the process we run.
+        unsafe { libc::kill(self.pid, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: signalling the process we run.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
     }
 
     /// The last lines the server wrote on stderr.

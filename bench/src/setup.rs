@@ -1,10 +1,11 @@
 //! What the bench needs and where it is: huptime and its library (from the profile directory of
 //! this very executable unless `--huptime` says otherwise), our own bench programs beside it,
-//! and the programs some figures run (nginx, redis-server, python3, cc), each either found or
-//! with a clear reason why not.
+//! the original C huptime when `--original` names it, and the programs some figures run
+//! (nginx, redis-server, python3, cc), each either found or with a clear reason why not.
 
 use std::ffi::OsStr;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
@@ -18,6 +19,73 @@ pub enum Variant<'a> {
     Huptime(&'a [&'a str]),
     /// `LD_PRELOAD=library program`: a library is loaded, and `libhuptime.so` stays passive.
     Preload(&'a Path),
+    /// The original C huptime as its launcher runs a program: its library preloaded with the
+    /// environment the launcher sets, in exec mode when `exec` (else fork mode). The launcher
+    /// only sets these and `exec`s the program, so its own start is not charged to the library.
+    Original { library: &'a Path, exec: bool },
+    /// The original's launcher itself, `python2 bin/huptime program`: how users start programs
+    /// under it.
+    OriginalLauncher(&'a Launcher),
+}
+
+/// The original C huptime (github.com/amscanne/huptime) as its `make build` leaves it: the
+/// library `lib/huptime/huptime.so` and the launcher `bin/huptime` in one tree.
+pub struct Original {
+    pub library: PathBuf,
+    /// The launcher and a Python 2 to run it (it is a Python 2 script), or why not.
+    pub launcher: Result<Launcher, String>,
+}
+
+#[derive(Debug)]
+pub struct Launcher {
+    pub python: PathBuf,
+    pub script: PathBuf,
+}
+
+impl Original {
+    /// The original from `path`, its library or its launcher.
+    fn find(path: &Path) -> Result<Self, String> {
+        let (library, script) = original_tree(path)?;
+        let launcher = if script.is_file() {
+            python2().map(|python| Launcher { python, script })
+        } else {
+            Err(format!("no launcher at {}", script.display()))
+        };
+        Ok(Self { library, launcher })
+    }
+}
+
+/// The library and the launcher of the original's tree that `path` (either of them) is in.
+/// The launcher loads `../lib/huptime/huptime.so` from its own real path.
+fn original_tree(path: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let path = path
+        .canonicalize()
+        .map_err(|e| format!("--original {}: {e}", path.display()))?;
+    let mut start = [0; 2];
+    fs::File::open(&path)
+        .and_then(|mut file| file.read_exact(&mut start))
+        .map_err(|e| format!("--original {}: {e}", path.display()))?;
+    // The launcher is a script; anything else is taken for the library.
+    let is_launcher = &start == b"#!";
+    let tree = path
+        .ancestors()
+        .nth(if is_launcher { 2 } else { 3 })
+        .ok_or_else(|| format!("--original {}: not in a built tree", path.display()))?;
+    let (library, script) = (
+        tree.join("lib/huptime/huptime.so"),
+        tree.join("bin/huptime"),
+    );
+    if !is_launcher {
+        return Ok((path, script));
+    }
+    if !library.is_file() {
+        return Err(format!(
+            "--original {}: its library {} is missing (run `make build` in its tree)",
+            path.display(),
+            library.display()
+        ));
+    }
+    Ok((library, path))
 }
 
 /// A directory of our own for configuration files, logs and sockets, removed at the end.
@@ -49,6 +117,7 @@ pub struct Setup {
     pub library: PathBuf,
     pub fdbench: PathBuf,
     pub acceptbench: PathBuf,
+    pub original: Option<Original>,
     pub scratch: Scratch,
 }
 
@@ -73,8 +142,9 @@ fn required(path: PathBuf, build: &str) -> Result<PathBuf, String> {
 }
 
 impl Setup {
-    /// Finds huptime (at `huptime`, or beside this executable) and the bench programs.
-    pub fn find(huptime: Option<PathBuf>) -> Result<Self, String> {
+    /// Finds huptime (at `huptime`, or beside this executable), the bench programs, and the
+    /// original C huptime at `original` when given.
+    pub fn find(huptime: Option<PathBuf>, original: Option<PathBuf>) -> Result<Self, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
         let own_dir = exe.parent().ok_or("this executable has no directory")?;
@@ -94,6 +164,7 @@ impl Setup {
             huptime,
             fdbench: required(own_dir.join("fdbench"), &build)?,
             acceptbench: required(own_dir.join("acceptbench"), &build)?,
+            original: original.as_deref().map(Original::find).transpose()?,
             scratch: Scratch::create()?,
         })
     }
@@ -138,10 +209,15 @@ impl Setup {
         args: &[S],
     ) -> Command {
         let mut command = match variant {
-            Variant::Bare | Variant::Preload(_) => Command::new(program),
+            Variant::Bare | Variant::Preload(_) | Variant::Original { .. } => Command::new(program),
             Variant::Huptime(options) => {
                 let mut command = Command::new(&self.huptime);
                 command.args(options).arg("--").arg(program);
+                command
+            }
+            Variant::OriginalLauncher(launcher) => {
+                let mut command = Command::new(&launcher.python);
+                command.arg(&launcher.script).arg(program);
                 command
             }
         };
@@ -151,10 +227,32 @@ impl Setup {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Variant::Preload(library) = variant {
-            command.env("LD_PRELOAD", library);
+        match variant {
+            Variant::Preload(library) => {
+                command.env("LD_PRELOAD", library);
+            }
+            // What the original's launcher sets (its `--exec` gives exec mode).
+            Variant::Original { library, exec } => {
+                command.env("LD_PRELOAD", library).envs([
+                    ("HUPTIME_DEBUG", "false"),
+                    ("HUPTIME_MODE", if exec { "exec" } else { "fork" }),
+                    ("HUPTIME_UNLINK", ""),
+                    ("HUPTIME_MULTI", "false"),
+                    ("HUPTIME_REVIVE", "false"),
+                    ("HUPTIME_WAIT", "false"),
+                ]);
+            }
+            _ => {}
         }
         command
+    }
+
+    /// The original as its launcher runs a program (fork mode), when `--original` was given.
+    pub fn original(&self) -> Option<Variant<'_>> {
+        self.original.as_ref().map(|original| Variant::Original {
+            library: &original.library,
+            exec: false,
+        })
     }
 }
 
@@ -212,6 +310,25 @@ pub fn python() -> Result<PathBuf, String> {
     }
 }
 
+/// The real interpreter of the first Python 2 in `PATH` that runs (a pyenv shim for a version
+/// not selected fails), for the original's launcher.
+fn python2() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["python2.7", "python2"].map(|name| dir.join(name)))
+        .filter(|candidate| is_executable(candidate))
+        .find_map(|candidate| {
+            let output = Command::new(candidate)
+                .args(["-c", "import sys; print(sys.executable)"])
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
+            let real = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            (output.status.success() && is_executable(&real)).then_some(real)
+        })
+        .ok_or_else(|| "its launcher is a Python 2 script, and no python2 in PATH runs".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +340,33 @@ mod tests {
             error,
             "huptime-bench-no-such-program not found (install the Debian package some-package)"
         );
+    }
+
+    #[test]
+    fn the_original_is_found_from_its_library_or_its_launcher() {
+        let tree = std::env::temp_dir().join(format!("huptime-bench-tree-{}", std::process::id()));
+        let (library, script) = (
+            tree.join("lib/huptime/huptime.so"),
+            tree.join("bin/huptime"),
+        );
+        for (file, text) in [(&library, "\x7fELF"), (&script, "#!/usr/bin/env python\n")] {
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, text).unwrap();
+        }
+        let tree = tree.canonicalize().unwrap();
+        let expected = (
+            tree.join("lib/huptime/huptime.so"),
+            tree.join("bin/huptime"),
+        );
+        assert_eq!(original_tree(&library), Ok(expected.clone()));
+        assert_eq!(original_tree(&script), Ok(expected));
+        fs::remove_file(&library).unwrap();
+        assert!(
+            original_tree(&script)
+                .unwrap_err()
+                .contains("run `make build`")
+        );
+        fs::remove_dir_all(&tree).unwrap();
     }
 
     #[test]

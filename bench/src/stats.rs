@@ -62,29 +62,48 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
     values[rank.clamp(1, values.len()) - 1]
 }
 
+/// Each variant's results, and those of the variants beside them or the error that ended these.
+pub type Interleaved<T, E> = (Vec<T>, Result<Vec<T>, E>);
+
 /// Runs every variant once per round, in order (A B A B … or A B C A B C …), so that a change
-/// in the machine's load during the run hits all variants alike. Returns each variant's
-/// results, in round order.
-pub fn interleave<T, E>(
+/// in the machine's load during the run hits all variants alike, then the variants `beside`
+/// (the original C huptime, measured for comparison): the first error among these ends their
+/// runs only and stands for their results. Returns each variant's results, in round order.
+pub fn interleave_beside<T, E>(
     rounds: usize,
     variants: &mut [&mut dyn FnMut() -> Result<T, E>],
-) -> Result<Vec<Vec<T>>, E> {
+    beside: &mut [&mut dyn FnMut() -> Result<T, E>],
+) -> Result<Interleaved<Vec<T>, E>, E> {
     let mut results: Vec<Vec<T>> = variants.iter().map(|_| Vec::new()).collect();
+    let mut beside_results: Result<Vec<Vec<T>>, E> =
+        Ok(beside.iter().map(|_| Vec::new()).collect());
     for _ in 0..rounds {
         for (variant, results) in variants.iter_mut().zip(&mut results) {
             results.push(variant()?);
         }
+        if let Ok(all) = &mut beside_results {
+            let round: Result<Vec<T>, E> = beside.iter_mut().map(|variant| variant()).collect();
+            match round {
+                Ok(round) => all
+                    .iter_mut()
+                    .zip(round)
+                    .for_each(|(all, value)| all.push(value)),
+                Err(error) => beside_results = Err(error),
+            }
+        }
     }
-    Ok(results)
+    Ok((results, beside_results))
 }
 
-/// [`interleave`] for variants that measure one value each.
-pub fn interleave_samples<E>(
+/// [`interleave_beside`] for variants that measure one value each.
+pub fn interleave_samples_beside<E>(
     rounds: usize,
     variants: &mut [&mut dyn FnMut() -> Result<f64, E>],
-) -> Result<Vec<Samples>, E> {
-    let results = interleave(rounds, variants)?;
-    Ok(results.into_iter().map(Samples).collect())
+    beside: &mut [&mut dyn FnMut() -> Result<f64, E>],
+) -> Result<Interleaved<Samples, E>, E> {
+    let into_samples = |results: Vec<Vec<f64>>| results.into_iter().map(Samples).collect();
+    let (results, beside) = interleave_beside(rounds, variants, beside)?;
+    Ok((into_samples(results), beside.map(into_samples)))
 }
 
 #[cfg(test)]
@@ -128,8 +147,31 @@ mod tests {
             order_cell.borrow_mut().push('B');
             Ok(2.0)
         };
-        let samples = interleave_samples(2, &mut [&mut a, &mut b]).unwrap();
+        let (samples, _) = interleave_samples_beside(2, &mut [&mut a, &mut b], &mut []).unwrap();
         assert_eq!(samples[1].median(), 2.0);
         assert_eq!(order, ['A', 'B', 'A', 'B']);
+    }
+
+    #[test]
+    fn a_failure_beside_ends_only_the_runs_beside() {
+        let (mut a_runs, mut b_runs) = (0, 0);
+        let mut a = || -> Result<f64, String> {
+            a_runs += 1;
+            Ok(1.0)
+        };
+        let mut b = || -> Result<f64, String> {
+            b_runs += 1;
+            if b_runs == 2 {
+                Err("b broke".into())
+            } else {
+                Ok(2.0)
+            }
+        };
+        let (samples, beside) = interleave_samples_beside(3, &mut [&mut a], &mut [&mut b]).unwrap();
+        assert_eq!(samples[0].median(), 1.0);
+        assert_eq!(beside.unwrap_err(), "b broke");
+        let (_, none) = interleave_samples_beside(1, &mut [&mut a], &mut []).unwrap();
+        assert!(none.unwrap().is_empty());
+        assert_eq!((a_runs, b_runs), (4, 2));
     }
 }

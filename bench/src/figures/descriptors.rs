@@ -5,15 +5,16 @@
 //! the kernel's own cost of a bigger descriptor table does not count against it. A bare run
 //! with one idle thread says how much of the overhead is the kernel's: a process with a
 //! second thread (huptime's restart thread) pays more for some calls (`bind` takes a
-//! reference on the file, which a single-threaded process skips).
+//! reference on the file, which a single-threaded process skips). The original C huptime, when
+//! given, runs fdbench in the same rounds.
 
 use std::collections::HashMap;
 use std::process::Stdio;
 
-use super::{Context, Failure, Report};
+use super::{Context, Failure, Report, beside, original_failed};
 use crate::report::{Row, Target, Unit};
 use crate::setup::Variant;
-use crate::stats::{Samples, interleave, paired_median};
+use crate::stats::{Samples, interleave_beside, paired_median};
 
 const COUNTS: [usize; 3] = [10, 1_000, 15_000];
 
@@ -86,19 +87,28 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
         }
         parse(&String::from_utf8_lossy(&output.stdout))
     };
+    let mut original = ctx
+        .setup
+        .original()
+        .map(|variant| move || fdbench(variant, "0"));
     // The third variant is the bare program with one idle thread: what huptime's restart
     // thread alone costs the kernel's side of a call.
-    let runs = interleave(
+    let (runs, original_runs) = interleave_beside(
         ctx.mode.pick(2, 7),
         &mut [
             &mut || fdbench(Variant::Bare, "0"),
             &mut || fdbench(Variant::Huptime(&[]), "0"),
             &mut || fdbench(Variant::Bare, "1"),
         ],
+        &mut beside(&mut original),
     )?;
-    let samples = |variant: usize, key: (&str, usize)| -> Result<Samples, String> {
-        runs[variant]
-            .iter()
+    let mut notes = Vec::new();
+    let original_runs = original_runs
+        .map_err(|error| notes.push(original_failed("fdbench", &error)))
+        .ok()
+        .and_then(|runs| runs.into_iter().next());
+    let samples = |runs: &[Run], key: (&str, usize)| -> Result<Samples, String> {
+        runs.iter()
             .map(|run| {
                 run.get(&(key.0.to_string(), key.1))
                     .copied()
@@ -107,40 +117,60 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
             .collect()
     };
     let mut rows = Vec::new();
-    let mut notes = Vec::new();
     for (operation, case) in OPERATIONS {
         let fewest = (operation, COUNTS[0]);
-        let threaded = paired_median(&samples(0, fewest)?, &samples(2, fewest)?, |bare, idle| {
-            idle / bare
-        });
+        let (bare, idle) = (samples(&runs[0], fewest)?, samples(&runs[2], fewest)?);
+        let threaded = paired_median(&bare, &idle, |bare, idle| idle / bare);
         notes.push(format!(
             "{case}, {} open: bare with one idle thread {threaded:.3}× bare",
             thousands(COUNTS[0])
         ));
         let mut ratios = Vec::new();
+        let mut original_ratios = Vec::new();
         for fds in COUNTS {
-            let (bare, huptime) = (samples(0, (operation, fds))?, samples(1, (operation, fds))?);
+            let key = (operation, fds);
+            let (bare, huptime) = (samples(&runs[0], key)?, samples(&runs[1], key)?);
             ratios.push(paired_median(&bare, &huptime, |bare, huptime| {
                 huptime / bare
             }));
-            rows.push(Row::ratio(
+            let row = Row::ratio(
                 format!("{case}, {} open", thousands(fds)),
                 Unit::Nanos,
                 &bare,
                 &huptime,
                 Target::RatioAtMost(TARGET),
-            ));
+            );
+            rows.push(match &original_runs {
+                Some(original_runs) => {
+                    let original = samples(original_runs, key)?;
+                    original_ratios.push(paired_median(&bare, &original, |bare, original| {
+                        original / bare
+                    }));
+                    row.beside(&bare, Some(&original))
+                }
+                None => row,
+            });
         }
         let (low, high) = (COUNTS[0], COUNTS[COUNTS.len() - 1]);
-        rows.push(Row::change(
-            format!(
-                "{case}: flat (overhead at {} open vs {low})",
-                thousands(high)
-            ),
-            (&thousands(low), ratios[0]),
-            (&thousands(high), ratios[ratios.len() - 1]),
+        let (low, high) = (thousands(low), thousands(high));
+        let row = Row::change(
+            format!("{case}: flat (overhead at {high} open vs {low})"),
+            (&low, ratios[0]),
+            (&high, ratios[ratios.len() - 1]),
             Target::RatioAtMost(TARGET),
-        ));
+        );
+        rows.push(match &original_ratios[..] {
+            [first, .., last] => row.beside_change((&low, *first), (&high, *last)),
+            _ => row,
+        });
+    }
+    if original_runs.is_some() {
+        notes.push(
+            "under the original, fdbench's accepted connections are not tracked: Rust accepts \
+             through `accept4`, whose hook the original exports under the wrong symbol version \
+             on x86_64 (GLIBC_2.2.5, where programs ask for GLIBC_2.10)"
+                .into(),
+        );
     }
     Ok(Report {
         reference: "bare",

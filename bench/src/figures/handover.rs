@@ -3,28 +3,28 @@
 //! time from the restart signal until a client is served by the new generation; in exec mode
 //! the pause clients see, from the old generation's last reply to the new one's first. And the
 //! p99 latency of a steady, paced load in the two seconds around fork-mode restarts against
-//! the two seconds before them.
+//! the two seconds before them. The original C huptime, when given, the same way: its restarts
+//! in the same rounds (its acceptbench stopped outside its own: under it acceptbench spins),
+//! its latency load after huptime's.
 
 use std::time::{Duration, Instant};
 
-use super::{Context, Failure, Report};
+use super::{Context, Failure, Report, beside, original_failed, original_samples};
 use crate::generations::{self, Instance};
 use crate::load::{Connections, Load, Outcome, Protocol};
 use crate::report::{Row, Target, Unit};
 use crate::servers::free_port;
 use crate::setup::Variant;
-use crate::stats::{Samples, interleave_samples, quantile};
+use crate::stats::{Samples, interleave_samples_beside, quantile};
 
 /// The added time allowed, in ms.
 const ADDED: f64 = 5.0;
 
-fn instance(ctx: &Context<'_>, options: &[&str]) -> Result<Instance, String> {
+fn instance(ctx: &Context<'_>, variant: Variant<'_>) -> Result<Instance, String> {
     let port = free_port()?;
-    let command = ctx.setup.command(
-        Variant::Huptime(options),
-        &ctx.setup.acceptbench,
-        &generations::args(port),
-    );
+    let command = ctx
+        .setup
+        .command(variant, &ctx.setup.acceptbench, &generations::args(port));
     let log = ctx
         .setup
         .scratch
@@ -49,10 +49,11 @@ fn p99(outcome: &Outcome, from: Duration, to: Duration) -> f64 {
 /// the load got.
 fn latency_around_restarts(
     ctx: &Context<'_>,
+    variant: Variant<'_>,
     rounds: usize,
     half: Duration,
 ) -> Result<(Samples, Samples, Outcome), String> {
-    let mut instance = instance(ctx, &[])?;
+    let mut instance = instance(ctx, variant)?;
     let load = Load {
         port: instance.port(),
         protocol: Protocol::Greeting,
@@ -87,10 +88,33 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
     let setup = ctx.setup;
     let rounds = ctx.mode.pick(3, 21);
     let bare_port = free_port()?;
-    let mut fork = instance(ctx, &[])?;
-    let mut exec = instance(ctx, &["--exec"])?;
+    let mut fork = instance(ctx, Variant::Huptime(&[]))?;
+    let mut exec = instance(ctx, Variant::Huptime(&["--exec"]))?;
+    let mut notes = Vec::new();
+    // The original's instances, stopped outside their own rounds.
+    let originals = setup.original.as_ref().and_then(|original| {
+        let variant = |exec| Variant::Original {
+            library: &original.library,
+            exec,
+        };
+        let instances = instance(ctx, variant(false))
+            .and_then(|fork| Ok((fork, instance(ctx, variant(true))?)));
+        instances
+            .inspect(|(fork, exec)| [fork, exec].iter().for_each(|i| i.pause()))
+            .map_err(|error| notes.push(original_failed("restarts", &error)))
+            .ok()
+    });
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let samples = interleave_samples(
+    let (mut original_fork, mut original_exec) = originals.unzip();
+    let mut fork_restart = original_fork
+        .as_mut()
+        .map(|instance| || instance.restart_paused().map(|r| ms(r.serving)));
+    let mut exec_restart = original_exec
+        .as_mut()
+        .map(|instance| || instance.restart_paused().map(|r| ms(r.pause)));
+    let mut original_restarts = beside(&mut fork_restart);
+    original_restarts.extend(beside(&mut exec_restart));
+    let (samples, original_results) = interleave_samples_beside(
         rounds,
         &mut [
             &mut || {
@@ -104,11 +128,11 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
             &mut || fork.restart().map(|r| ms(r.serving)),
             &mut || exec.restart().map(|r| ms(r.pause)),
         ],
+        &mut original_restarts,
     )?;
-    let mut notes: Vec<String> = generations::lingering_note(&[&fork, &exec], rounds * 2)
-        .into_iter()
-        .collect();
-    drop((fork, exec));
+    let original = original_samples(original_results, "restarts", &mut notes);
+    notes.extend(generations::lingering_note(&[&fork, &exec], rounds * 2));
+    drop((fork, exec, original_fork, original_exec));
     let mut rows = vec![
         Row::added(
             "fork mode: signal → new generation serving (reference: bare spawn → first client served)",
@@ -116,18 +140,22 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
             &samples[0],
             &samples[1],
             Target::AddedAtMost(ADDED),
-        ),
+        )
+        .beside(&samples[0], original.first()),
         Row::added(
             "exec mode: the pause, old generation's last reply → new generation's first (reference: bare start-up)",
             Unit::Millis,
             &samples[0],
             &samples[2],
             Target::AddedAtMost(ADDED),
-        ),
+        )
+        .beside(&samples[0], original.get(1)),
     ];
     let half = ctx.mode.millis(250, 1000);
-    let (steady, around, outcome) = latency_around_restarts(ctx, ctx.mode.pick(2, 6), half)?;
-    rows.push(Row::ratio(
+    let restarts = ctx.mode.pick(2, 6);
+    let (steady, around, outcome) =
+        latency_around_restarts(ctx, Variant::Huptime(&[]), restarts, half)?;
+    let mut row = Row::ratio(
         format!(
             "fork mode: p99 latency in the {window} s around a restart (reference: the {window} s \
              before)",
@@ -137,7 +165,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
         &steady,
         &around,
         Target::RatioAtMost(1.5),
-    ));
+    );
     notes.push(format!(
         "latency load: 2 clients, each one new connection per ms; {} requests",
         outcome.requests
@@ -148,6 +176,25 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
             outcome.errors
         ));
     }
+    if let Some(variant) = setup.original() {
+        match latency_around_restarts(ctx, variant, restarts, half) {
+            Ok((steady, around, outcome)) => {
+                // Against its own steady windows.
+                row = row.beside(&steady, Some(&around));
+                notes.push(format!(
+                    "the original's latency load: {} requests, {} failed{}",
+                    outcome.requests,
+                    outcome.errors,
+                    outcome
+                        .first_error
+                        .map(|error| format!(" (first: {error})"))
+                        .unwrap_or_default()
+                ));
+            }
+            Err(error) => notes.push(original_failed("latency around restarts", &error)),
+        }
+    }
+    rows.push(row);
     Ok(Report {
         reference: "reference",
         measured: "huptime",

@@ -1,17 +1,18 @@
 //! Figure 7: resident memory (VmRSS) of a process bare and under huptime, once it has settled:
 //! an idle `python3` (never binds: the library is set up but has nothing to do) and
 //! `acceptbench` after serving a client (a bound socket: the library's restart thread runs);
-//! and the size on disk of `libhuptime.so` and the engine it loads.
+//! and the size on disk of `libhuptime.so` and the engine it loads. The original C huptime,
+//! when given, in the same rounds, and the size of its library.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use super::{Context, Failure, Report};
+use super::{Context, Failure, Report, beside, original_samples};
 use crate::generations;
 use crate::report::{Row, Target, Unit};
 use crate::servers::{self, Server, free_port};
 use crate::setup::{self, Variant};
-use crate::stats::interleave_samples;
+use crate::stats::interleave_samples_beside;
 
 /// VmRSS of `pid`, in KiB.
 fn resident(pid: i32) -> Result<f64, String> {
@@ -68,37 +69,56 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
     let mut notes = Vec::new();
     match setup::python() {
         Ok(python) => {
-            let samples = interleave_samples(
+            let python = &python;
+            let mut original = ctx
+                .setup
+                .original()
+                .map(|variant| move || python_resident(ctx, python, variant));
+            let (samples, original_results) = interleave_samples_beside(
                 rounds,
                 &mut [
-                    &mut || python_resident(ctx, &python, Variant::Bare),
-                    &mut || python_resident(ctx, &python, Variant::Huptime(&[])),
+                    &mut || python_resident(ctx, python, Variant::Bare),
+                    &mut || python_resident(ctx, python, Variant::Huptime(&[])),
                 ],
+                &mut beside(&mut original),
             )?;
-            rows.push(Row::added(
-                "idle `python3` (never binds)",
-                Unit::KiB,
-                &samples[0],
-                &samples[1],
-                added,
-            ));
+            let original = original_samples(original_results, "idle python3", &mut notes);
+            rows.push(
+                Row::added(
+                    "idle `python3` (never binds)",
+                    Unit::KiB,
+                    &samples[0],
+                    &samples[1],
+                    added,
+                )
+                .beside(&samples[0], original.first()),
+            );
         }
         Err(reason) => notes.push(format!("skipped python3: {reason}")),
     }
-    let samples = interleave_samples(
+    let mut original = ctx
+        .setup
+        .original()
+        .map(|variant| move || acceptbench_resident(ctx, variant));
+    let (samples, original_results) = interleave_samples_beside(
         rounds,
         &mut [
             &mut || acceptbench_resident(ctx, Variant::Bare),
             &mut || acceptbench_resident(ctx, Variant::Huptime(&[])),
         ],
+        &mut beside(&mut original),
     )?;
-    rows.push(Row::added(
-        "`acceptbench` serving (a bound socket, the restart thread)",
-        Unit::KiB,
-        &samples[0],
-        &samples[1],
-        added,
-    ));
+    let original = original_samples(original_results, "acceptbench", &mut notes);
+    rows.push(
+        Row::added(
+            "`acceptbench` serving (a bound socket, the restart thread)",
+            Unit::KiB,
+            &samples[0],
+            &samples[1],
+            added,
+        )
+        .beside(&samples[0], original.first()),
+    );
     let engine = ctx.setup.library.with_file_name("libhuptime_engine.so");
     let mut size = 0;
     for file in [&ctx.setup.library, &engine] {
@@ -106,12 +126,25 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
             .map_err(|e| format!("{}: {e}", file.display()))?
             .len();
     }
-    rows.push(Row::value(
+    let row = Row::value(
         "size of `libhuptime.so` and `libhuptime_engine.so` (stripped)",
         Unit::KiB,
         size as f64 / 1024.0,
         Target::AtMost(1024.0),
-    ));
+    );
+    rows.push(match &ctx.setup.original {
+        Some(original) => {
+            notes.push(
+                "the original's library is measured as its Makefile builds it (not stripped)"
+                    .into(),
+            );
+            let size = std::fs::metadata(&original.library)
+                .map_err(|e| format!("{}: {e}", original.library.display()))?
+                .len();
+            row.beside_value(size as f64 / 1024.0)
+        }
+        None => row,
+    });
     Ok(Report {
         reference: "bare",
         measured: "huptime",

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::report::Row;
 use crate::setup::Setup;
+use crate::stats::Samples;
 
 /// How long the figures run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,34 @@ pub enum Failure {
     Skipped(String),
     /// It could not be measured: a bug in the bench or in huptime.
     Failed(String),
+}
+
+/// The variant run beside the others (the original C huptime), if any, as
+/// [`crate::stats::interleave_beside`] takes it.
+pub fn beside<T>(
+    run: &mut Option<impl FnMut() -> Result<T, String>>,
+) -> Vec<&mut dyn FnMut() -> Result<T, String>> {
+    run.iter_mut()
+        .map(|run| run as &mut dyn FnMut() -> Result<T, String>)
+        .collect()
+}
+
+/// The original C huptime's results from an interleaved run: its samples, or none and a note
+/// saying why (it failed in `what`).
+pub fn original_samples(
+    results: Result<Vec<Samples>, String>,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Vec<Samples> {
+    results.unwrap_or_else(|error| {
+        notes.push(original_failed(what, &error));
+        Vec::new()
+    })
+}
+
+/// A note that the original C huptime could not be measured in `what`.
+pub fn original_failed(what: &str, error: &str) -> String {
+    format!("**the original C huptime could not be measured ({what})**: {error}")
 }
 
 impl From<String> for Failure {

@@ -2,16 +2,17 @@
 //! and redis (`PING`), bare and under huptime, on a new connection per request (the `accept`
 //! and `close` hot path) and on kept-alive connections. The servers run side by side for the
 //! whole figure, on ports of their own, and the load goes to one after the other: bare,
-//! huptime, and a second bare copy whose ratio to the first shows the noise floor.
+//! huptime, a second bare copy whose ratio to the first shows the noise floor, and the original
+//! C huptime when given.
 
 use std::path::Path;
 
-use super::{Context, Failure, Report};
+use super::{Context, Failure, Report, beside, original_failed, original_samples};
 use crate::load::{Connections, Load, Protocol};
 use crate::report::{self, Row, Target, Unit};
 use crate::servers::{Server, free_port};
 use crate::setup::{self, Variant};
-use crate::stats::interleave_samples;
+use crate::stats::interleave_samples_beside;
 
 /// Client threads: enough to keep a one-process server busy on a small machine.
 const CLIENTS: usize = 4;
@@ -134,6 +135,12 @@ fn run(ctx: &Context<'_>, connections: Connections, target: Target) -> Result<Re
         let bare = start(ctx, app, &program, Variant::Bare, "bare")?;
         let huptime = start(ctx, app, &program, Variant::Huptime(&[]), "huptime")?;
         let control = start(ctx, app, &program, Variant::Bare, "control")?;
+        // The original, when given, if the program runs under it.
+        let original = ctx.setup.original().and_then(|variant| {
+            start(ctx, app, &program, variant, "original")
+                .map_err(|error| notes.push(original_failed(app.binary, &error)))
+                .ok()
+        });
         let measure = |server: &Server| -> Result<f64, String> {
             let load = Load {
                 port: server.port,
@@ -148,22 +155,25 @@ fn run(ctx: &Context<'_>, connections: Connections, target: Target) -> Result<Re
         for server in [&bare, &huptime, &control] {
             measure(server)?;
         }
-        let samples = interleave_samples(
+        let original = original.filter(|server| {
+            measure(server)
+                .map_err(|error| notes.push(original_failed(app.binary, &error)))
+                .is_ok()
+        });
+        let mut measure_original = original.as_ref().map(|server| move || measure(server));
+        let (samples, original_results) = interleave_samples_beside(
             rounds,
             &mut [
                 &mut || measure(&bare),
                 &mut || measure(&huptime),
                 &mut || measure(&control),
             ],
+            &mut beside(&mut measure_original),
         )?;
         notes.push(report::control_note(app.binary, &samples[0], &samples[2]));
-        rows.push(Row::ratio(
-            app.case,
-            Unit::PerSecond,
-            &samples[0],
-            &samples[1],
-            target,
-        ));
+        let row = Row::ratio(app.case, Unit::PerSecond, &samples[0], &samples[1], target);
+        let original_rates = original_samples(original_results, app.binary, &mut notes);
+        rows.push(row.beside(&samples[0], original_rates.first()));
     }
     if rows.is_empty() {
         return Err(Failure::Skipped(notes.join("; ")));

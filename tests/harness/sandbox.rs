@@ -72,20 +72,48 @@ impl Sandbox {
     /// a complete reply.
     pub fn start_server_speaking(
         &self,
-        mut command: Command,
+        command: Command,
         endpoint: impl Into<Endpoint>,
         protocol: &Protocol,
     ) -> ServerProcess {
-        let endpoint = endpoint.into();
+        self.launch(command, endpoint.into(), protocol, None)
+    }
+
+    /// Like [`Sandbox::start_server`], with stderr going to `stderr` instead of a log file of
+    /// the sandbox: a pipe the test reads, say, and copies to `stderr_log`, where
+    /// [`ServerProcess::stderr`] reads it.
+    pub fn start_server_with_stderr(
+        &self,
+        command: Command,
+        endpoint: impl Into<Endpoint>,
+        stderr: Stdio,
+        stderr_log: PathBuf,
+    ) -> ServerProcess {
+        self.launch(
+            command,
+            endpoint.into(),
+            &Protocol::Line,
+            Some((stderr_log, stderr)),
+        )
+    }
+
+    fn launch(
+        &self,
+        mut command: Command,
+        endpoint: Endpoint,
+        protocol: &Protocol,
+        stderr: Option<(PathBuf, Stdio)>,
+    ) -> ServerProcess {
         let n = self.servers_started.get() + 1;
         self.servers_started.set(n);
         let log = |stream: &str| {
             let path = self.file(&format!("server-{n}.{stream}.log"));
             let file =
                 File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-            (path, file)
+            (path, Stdio::from(file))
         };
-        let ((stdout_log, stdout), (stderr_log, stderr)) = (log("stdout"), log("stderr"));
+        let (stdout_log, stdout) = log("stdout");
+        let (stderr_log, stderr) = stderr.unwrap_or_else(|| log("stderr"));
         let child = command
             .stdout(stdout)
             .stderr(stderr)

@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use huptime_tests::control::{Outcome, private_dir, run_bounded};
@@ -28,6 +29,8 @@ pub struct Flaky {
     pub behaviour: PathBuf,
     pub pid: PathBuf,
     pub starts: PathBuf,
+    /// What a `paused` start waits for.
+    pub go: PathBuf,
 }
 
 impl Flaky {
@@ -38,6 +41,7 @@ impl Flaky {
             behaviour: sandbox.file("behaviour"),
             pid: sandbox.file("server.pid"),
             starts: sandbox.file("starts"),
+            go: sandbox.file("go"),
         }
     }
 
@@ -48,6 +52,8 @@ impl Flaky {
             .arg(&self.behaviour)
             .arg("--starts-file")
             .arg(&self.starts)
+            .arg("--go-file")
+            .arg(&self.go)
     }
 
     /// The next start behaves like `behaviour` and answers with `version`.
@@ -100,10 +106,35 @@ pub fn start(
     server: ServerCommand,
     endpoint: impl Into<Endpoint>,
 ) -> Instance {
+    start_with(sandbox, huptime_args, server, |command| {
+        sandbox.start_server(command, endpoint)
+    })
+}
+
+/// Like [`start`], with stderr going to `stderr`, which the test copies to `stderr_log`.
+pub fn start_with_stderr(
+    sandbox: &Sandbox,
+    huptime_args: &[&str],
+    server: ServerCommand,
+    endpoint: impl Into<Endpoint>,
+    stderr: Stdio,
+    stderr_log: PathBuf,
+) -> Instance {
+    start_with(sandbox, huptime_args, server, |command| {
+        sandbox.start_server_with_stderr(command, endpoint, stderr, stderr_log)
+    })
+}
+
+fn start_with(
+    sandbox: &Sandbox,
+    huptime_args: &[&str],
+    server: ServerCommand,
+    launch: impl FnOnce(Command) -> ServerProcess,
+) -> Instance {
     let runtime_dir = private_dir(&sandbox.file("run"));
     let mut command = server.under_huptime(sandbox, huptime_args);
     command.env("XDG_RUNTIME_DIR", &runtime_dir);
-    let launched = sandbox.start_server(command, endpoint);
+    let launched = launch(command);
     Instance {
         server,
         runtime_dir,

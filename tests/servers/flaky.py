@@ -10,10 +10,12 @@ says how this start goes:
     segfault           bind, then die of SIGSEGV (no core file is written)
     hang               bind and listen, then sleep for ever without accepting
     slow               sleep SLOW_START_S before binding, then serve like good
+    paused             bind and listen, then wait until --go-file exists (quietly: no output),
+                       then serve like good
 
-Only a start that serves (good, slow) writes the pid file, so it names the process that serves.
-Every start first appends `<pid> <behaviour> <version>` to --starts-file (if given), so a test
-can find the processes of a generation that failed.
+Only a start that serves (good, slow, paused) writes the pid file, so it names the process that
+serves. Every start first appends `<pid> <behaviour> <version>` to --starts-file (if given), so a
+test can find the processes of a generation that failed.
 """
 
 import os
@@ -24,9 +26,11 @@ import time
 
 import common
 
-BEHAVIOURS = ("good", "exit-before-bind", "exit-after-listen", "segfault", "hang", "slow")
+BEHAVIOURS = ("good", "exit-before-bind", "exit-after-listen", "segfault", "hang", "slow", "paused")
 # How long a slow start takes before binding: long enough for a test to act meanwhile.
 SLOW_START_S = 1.5
+# How often a paused start looks for its go file.
+GO_POLL_S = 0.01
 
 
 def note_start(path: str | None, behaviour: str, version: str) -> None:
@@ -43,11 +47,14 @@ def main() -> None:
     parser = common.make_parser(__doc__)
     parser.add_argument("--behaviour-file", required=True, help="how this start goes (see above)")
     parser.add_argument("--starts-file", help="append `<pid> <behaviour> <version>` here")
+    parser.add_argument("--go-file", help="what a paused start waits for")
     config, args = common.parse_config(parser)
     with open(args.behaviour_file, encoding="utf-8") as f:
         behaviour = f.read().strip()
     if behaviour not in BEHAVIOURS:
         parser.error(f"unknown behaviour {behaviour!r} in {args.behaviour_file}")
+    if behaviour == "paused" and args.go_file is None:
+        parser.error("a paused start needs --go-file")
     note_start(args.starts_file, behaviour, config.version)
 
     if behaviour == "slow":
@@ -70,6 +77,9 @@ def main() -> None:
         common.log("hang: listening; never accepting")
         while True:
             time.sleep(3600)
+    if behaviour == "paused":
+        while not os.path.exists(args.go_file):
+            time.sleep(GO_POLL_S)
 
     common.write_pid_file(config)
     while True:

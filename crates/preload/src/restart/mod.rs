@@ -191,7 +191,11 @@ fn run() {
         ready::report_to_previous();
     }
     loop {
-        if restarter.requested && !READY_PENDING.load(Ordering::SeqCst) {
+        // Not as soon as READY_PENDING clears but once readiness was handled here (`announced`):
+        // the program's thread clears the flag before it sends 'Y', and a restart begun in
+        // between swallows the byte, so the previous generation never hears that this one is
+        // ready and stays.
+        if restarter.requested && restarter.announced {
             restarter.requested = false;
             restarter.restart();
             continue;
@@ -228,7 +232,7 @@ struct Restarter {
     attempts: u64,
     last: Option<Outcome>,
     requested: bool,
-    /// This generation's readiness was announced.
+    /// This generation's readiness was announced (and reported to the previous one).
     announced: bool,
 }
 
@@ -483,6 +487,7 @@ impl Restarter {
         // A signal that came while the new generation was starting is its to act on.
         self.pass_on_requests(successor);
         self.drain(Some(successor), Some(started_child), &workers);
+        self.pass_on_requests(successor);
         record::remove();
         // SAFETY: flushing the program's stdio buffers before leaving; fflush(NULL) is safe here
         // because no program thread is inside stdio on our behalf.
@@ -550,6 +555,11 @@ impl Restarter {
     /// Passes restart requests this retiring master received on to its successor (which
     /// coalesces them itself if it is restarting already).
     fn pass_on_requests(&mut self, successor: i32) {
+        // Also the ones still in the channel: `await_ready` returns on the report without
+        // reading it, and `drain` may return without waiting.
+        if read_events(Some(Duration::ZERO)).contains(&b'R') {
+            self.requested = true;
+        }
         if std::mem::take(&mut self.requested) {
             debug!("restart signal while retiring: passed on to pid {successor}");
             // SAFETY: plain kill of our successor.

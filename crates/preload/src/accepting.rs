@@ -8,7 +8,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
 use crate::fdtable::{self, Kind};
-use crate::log::warning;
 use crate::process::ACCEPTING;
 use crate::{errno, ready, real, retire, sys, waits};
 
@@ -81,7 +80,7 @@ pub fn accept_bound(
     flags: Option<c_int>,
 ) -> c_int {
     if ready::pending() {
-        serving(fd);
+        ready::served_from_hook("accept", std::iter::once(fd));
     }
     ACCEPTING.fetch_add(1, Ordering::SeqCst);
     let connection = call(fd, addr, len, flags);
@@ -104,15 +103,6 @@ fn accepted(connection: RawFd) -> c_int {
         retire::on_drain_progress();
     }
     connection
-}
-
-/// The first accepts of a new generation: readiness.
-#[cold]
-fn serving(fd: RawFd) {
-    let _errno = errno::Preserve::now();
-    if catch_unwind(|| ready::served(fd)).is_err() {
-        warning!("readiness bookkeeping failed in accept on fd {fd}");
-    }
 }
 
 /// The socket became a ghost while this thread was in the real `accept`: if what it got is

@@ -424,15 +424,13 @@ pub unsafe extern "C" fn epoll_ctl(
     )
 }
 
+/// The waits keep no frame of ours across the system call (see [`waits::before_poll`]).
 #[unsafe(export_name = "huptime_hook_poll")]
 pub unsafe extern "C" fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> c_int {
-    door(
-        || unsafe { real::poll(fds, nfds, timeout) },
-        || {
-            waits::before_poll(fds, nfds);
-            unsafe { real::poll(fds, nfds, timeout) }
-        },
-    )
+    if process::active() {
+        waits::before_poll(fds, nfds);
+    }
+    unsafe { real::poll(fds, nfds, timeout) }
 }
 
 /// `poll` as compiled with `_FORTIFY_SOURCE`.
@@ -443,13 +441,10 @@ pub unsafe extern "C" fn __poll_chk(
     timeout: c_int,
     length: libc::size_t,
 ) -> c_int {
-    door(
-        || unsafe { real::__poll_chk(fds, nfds, timeout, length) },
-        || {
-            waits::before_poll(fds, nfds);
-            unsafe { real::__poll_chk(fds, nfds, timeout, length) }
-        },
-    )
+    if process::active() {
+        waits::before_poll(fds, nfds);
+    }
+    unsafe { real::__poll_chk(fds, nfds, timeout, length) }
 }
 
 #[unsafe(export_name = "huptime_hook_ppoll")]
@@ -459,13 +454,10 @@ pub unsafe extern "C" fn ppoll(
     timeout: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    door(
-        || unsafe { real::ppoll(fds, nfds, timeout, mask) },
-        || {
-            waits::before_poll(fds, nfds);
-            unsafe { real::ppoll(fds, nfds, timeout, mask) }
-        },
-    )
+    if process::active() {
+        waits::before_poll(fds, nfds);
+    }
+    unsafe { real::ppoll(fds, nfds, timeout, mask) }
 }
 
 #[unsafe(export_name = "huptime_hook_select")]
@@ -476,13 +468,10 @@ pub unsafe extern "C" fn select(
     e: *mut fd_set,
     timeout: *mut timeval,
 ) -> c_int {
-    door(
-        || unsafe { real::select(nfds, r, w, e, timeout) },
-        || {
-            waits::before_select(nfds, r);
-            unsafe { real::select(nfds, r, w, e, timeout) }
-        },
-    )
+    if process::active() {
+        waits::before_select(nfds, r);
+    }
+    unsafe { real::select(nfds, r, w, e, timeout) }
 }
 
 #[unsafe(export_name = "huptime_hook_pselect")]
@@ -494,13 +483,10 @@ pub unsafe extern "C" fn pselect(
     timeout: *const timespec,
     mask: *const sigset_t,
 ) -> c_int {
-    door(
-        || unsafe { real::pselect(nfds, r, w, e, timeout, mask) },
-        || {
-            waits::before_select(nfds, r);
-            unsafe { real::pselect(nfds, r, w, e, timeout, mask) }
-        },
-    )
+    if process::active() {
+        waits::before_select(nfds, r);
+    }
+    unsafe { real::pselect(nfds, r, w, e, timeout, mask) }
 }
 
 /// `syscall` is variadic in C; six `long` arguments cover every system call on x86_64 and

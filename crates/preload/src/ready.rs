@@ -7,10 +7,12 @@
 //! Once ready, the hooks' check costs one relaxed atomic load.
 
 use std::os::fd::RawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::errno;
 use crate::fdtable::{self, Kind};
-use crate::log::debug;
+use crate::log::{debug, warning};
 use crate::process::{self, READY_PENDING};
 use crate::restart::{self, Wake};
 use crate::sockets::{self, Served};
@@ -52,6 +54,16 @@ pub fn served(fd: RawFd) {
     }
     if let Served::All = sockets::mark_served(fd) {
         become_ready();
+    }
+}
+
+/// [`served`] for each of `fds`, from a hook that runs outside `catch_unwind`: leaves `errno`
+/// alone, and reports a panic instead of passing it on.
+#[cold]
+pub fn served_from_hook(call: &str, fds: impl Iterator<Item = RawFd>) {
+    let _errno = errno::Preserve::now();
+    if catch_unwind(AssertUnwindSafe(|| fds.for_each(served))).is_err() {
+        warning!("readiness bookkeeping failed in {call}");
     }
 }
 

@@ -37,32 +37,30 @@ fn is_stale(began: &Cell<u32>, current: u32) -> bool {
     stale
 }
 
-/// Before `poll`/`ppoll`: readiness for every bound socket polled for input.
+/// Before `poll`/`ppoll`: notes the wait, and until the generation is ready, every bound
+/// socket polled for input is served. Once ready, a thread-local store and a load: it cannot
+/// panic and leaves `errno` alone, so the hooks call it outside `catch_unwind` and keep no
+/// frame of theirs across the wait (see [`crate::descriptors::closing_connection`]).
+#[inline(always)]
 pub fn before_poll(fds: *const libc::pollfd, count: libc::nfds_t) {
     note_wait();
-    if !ready::pending() || fds.is_null() {
-        return;
-    }
-    // SAFETY: the caller passes `count` pollfds.
-    let fds = unsafe { std::slice::from_raw_parts(fds, count as usize) };
-    for entry in fds {
-        if entry.events & libc::POLLIN != 0 {
-            ready::served(entry.fd);
-        }
+    if ready::pending() && !fds.is_null() {
+        // SAFETY: the caller passes `count` pollfds.
+        let fds = unsafe { std::slice::from_raw_parts(fds, count as usize) };
+        let polled = fds.iter().filter(|entry| entry.events & libc::POLLIN != 0);
+        ready::served_from_hook("poll", polled.map(|entry| entry.fd));
     }
 }
 
-/// Before `select`/`pselect`: readiness for every bound socket in the read set.
+/// Before `select`/`pselect`: as [`before_poll`], for the bound sockets in the read set.
+#[inline(always)]
 pub fn before_select(nfds: c_int, read: *const libc::fd_set) {
     note_wait();
-    if !ready::pending() || read.is_null() {
-        return;
-    }
-    for fd in 0..nfds.clamp(0, libc::FD_SETSIZE as c_int) {
-        // SAFETY: read points at a valid fd_set and fd is below FD_SETSIZE.
-        if unsafe { libc::FD_ISSET(fd, read) } && fdtable::get(fd) == Kind::Bound {
-            ready::served(fd);
-        }
+    if ready::pending() && !read.is_null() {
+        let in_set = (0..nfds.clamp(0, libc::FD_SETSIZE as c_int))
+            // SAFETY: read points at a valid fd_set and fd is below FD_SETSIZE.
+            .filter(|&fd| unsafe { libc::FD_ISSET(fd, read) });
+        ready::served_from_hook("select", in_set);
     }
 }
 

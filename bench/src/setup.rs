@@ -281,6 +281,25 @@ fn newest_file(dir: &Path) -> Option<SystemTime> {
 }
 
 /// `name` from `PATH` or the sbin directories, or a message saying what to install.
+/// A shared library `lib<name>.so` built with `cc` in `dir` from `source` (C).
+pub fn c_library(dir: &Path, name: &str, source: &str) -> Result<PathBuf, String> {
+    let cc = program("cc", "gcc")?;
+    let source_file = dir.join(format!("{name}.c"));
+    let library = dir.join(format!("lib{name}.so"));
+    fs::write(&source_file, source).map_err(|e| format!("{}: {e}", source_file.display()))?;
+    let status = Command::new(cc)
+        .args(["-shared", "-fPIC", "-O2", "-pthread", "-o"])
+        .arg(&library)
+        .arg(&source_file)
+        .status()
+        .map_err(|e| format!("cannot run cc: {e}"))?;
+    if status.success() {
+        Ok(library)
+    } else {
+        Err(format!("cc could not build lib{name}.so ({status})"))
+    }
+}
+
 pub fn program(name: &str, package: &str) -> Result<PathBuf, String> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)

@@ -8,7 +8,7 @@
 //! original C huptime, when given, beside the passive, end-to-end and `/bin/true` rows: its
 //! library preloaded with the environment its launcher sets, and its launcher.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -80,26 +80,6 @@ fn time_runs(mut command: Command, runs: usize) -> Result<f64, String> {
     Ok(start.elapsed().as_secs_f64() * 1e3 / runs as f64)
 }
 
-/// An empty shared library, built with `cc` in `dir`.
-fn empty_library(dir: &Path) -> Result<PathBuf, String> {
-    let cc = setup::program("cc", "gcc")?;
-    let source = dir.join("empty.c");
-    let library = dir.join("libempty.so");
-    std::fs::write(&source, "void huptime_bench_empty(void) {}\n")
-        .map_err(|e| format!("{}: {e}", source.display()))?;
-    let status = Command::new(cc)
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .status()
-        .map_err(|e| format!("cannot run cc: {e}"))?;
-    if status.success() {
-        Ok(library)
-    } else {
-        Err(format!("cc could not build an empty library ({status})"))
-    }
-}
-
 pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
     let setup = ctx.setup;
     let rounds = ctx.mode.pick(3, 21);
@@ -169,7 +149,7 @@ pub fn run(ctx: &Context<'_>) -> Result<Report, Failure> {
     let empty = setup
         .scratch
         .dir("startup")
-        .and_then(|dir| empty_library(&dir));
+        .and_then(|dir| setup::c_library(&dir, "empty", "void huptime_bench_empty(void) {}\n"));
     match empty {
         Ok(empty) if Path::new(TRUE).is_file() => {
             let runs = ctx.mode.pick(20, 100);

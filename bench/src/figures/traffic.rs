@@ -2,8 +2,9 @@
 //! and redis (`PING`), bare and under huptime, on a new connection per request (the `accept`
 //! and `close` hot path) and on kept-alive connections. The servers run side by side for the
 //! whole figure, on ports of their own, and the load goes to one after the other: bare,
-//! huptime, a second bare copy whose ratio to the first shows the noise floor, and the original
-//! C huptime when given.
+//! huptime, a second bare copy whose ratio to the first shows the noise floor, the bare program
+//! with one idle thread (the kernel's cost of a second thread, such as huptime's restart
+//! thread, in a program that has none), and the original C huptime when given.
 
 use std::path::Path;
 
@@ -12,10 +13,33 @@ use crate::load::{Connections, Load, Protocol};
 use crate::report::{self, Row, Target, Unit};
 use crate::servers::{Server, free_port};
 use crate::setup::{self, Variant};
-use crate::stats::interleave_samples_beside;
+use crate::stats::{interleave_samples_beside, paired_median};
 
 /// Client threads: enough to keep a one-process server busy on a small machine.
 const CLIENTS: usize = 4;
+
+/// Preloaded, starts one thread that sleeps for good, with every signal blocked (a thread
+/// that takes none, like huptime's restart thread).
+const IDLE_THREAD: &str = "\
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+static void *sleep_for_good(void *unused) {
+    for (;;)
+        pause();
+    return unused;
+}
+
+__attribute__((constructor)) static void start_idle_thread(void) {
+    sigset_t all, old;
+    pthread_t thread;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_create(&thread, 0, sleep_for_good, 0);
+    pthread_sigmask(SIG_SETMASK, &old, 0);
+}
+";
 
 pub fn short_connections(ctx: &Context<'_>) -> Result<Report, Failure> {
     run(ctx, Connections::Short, Target::RatioAtLeast(0.99))
@@ -124,6 +148,13 @@ fn run(ctx: &Context<'_>, connections: Connections, target: Target) -> Result<Re
     let window = ctx.mode.millis(300, 500);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
+    let idle_thread = ctx
+        .setup
+        .scratch
+        .dir("idle-thread")
+        .and_then(|dir| setup::c_library(&dir, "idlethread", IDLE_THREAD))
+        .map_err(|reason| notes.push(format!("no idle-thread variant: {reason}")))
+        .ok();
     for app in &APPS {
         let program = match setup::program(app.binary, app.package) {
             Ok(program) => program,
@@ -135,6 +166,16 @@ fn run(ctx: &Context<'_>, connections: Connections, target: Target) -> Result<Re
         let bare = start(ctx, app, &program, Variant::Bare, "bare")?;
         let huptime = start(ctx, app, &program, Variant::Huptime(&[]), "huptime")?;
         let control = start(ctx, app, &program, Variant::Bare, "control")?;
+        let threaded = match &idle_thread {
+            Some(library) => Some(start(
+                ctx,
+                app,
+                &program,
+                Variant::Preload(library),
+                "idle",
+            )?),
+            None => None,
+        };
         // The original, when given, if the program runs under it.
         let original = ctx.setup.original().and_then(|variant| {
             start(ctx, app, &program, variant, "original")
@@ -152,7 +193,7 @@ fn run(ctx: &Context<'_>, connections: Connections, target: Target) -> Result<Re
             Ok(load.run_for(window).checked(app.binary)?.rate())
         };
         // Warm-up: first connections, caches, the CPU's clock.
-        for server in [&bare, &huptime, &control] {
+        for server in [&bare, &huptime, &control].into_iter().chain(&threaded) {
             measure(server)?;
         }
         let original = original.filter(|server| {
@@ -161,16 +202,22 @@ fn run(ctx: &Context<'_>, connections: Connections, target: Target) -> Result<Re
                 .is_ok()
         });
         let mut measure_original = original.as_ref().map(|server| move || measure(server));
-        let (samples, original_results) = interleave_samples_beside(
-            rounds,
-            &mut [
-                &mut || measure(&bare),
-                &mut || measure(&huptime),
-                &mut || measure(&control),
-            ],
-            &mut beside(&mut measure_original),
-        )?;
+        let servers = [&bare, &huptime, &control].into_iter().chain(&threaded);
+        let mut runs: Vec<_> = servers.map(|server| move || measure(server)).collect();
+        let mut variants: Vec<&mut dyn FnMut() -> Result<f64, String>> = runs
+            .iter_mut()
+            .map(|run| run as &mut dyn FnMut() -> Result<f64, String>)
+            .collect();
+        let (samples, original_results) =
+            interleave_samples_beside(rounds, &mut variants, &mut beside(&mut measure_original))?;
         notes.push(report::control_note(app.binary, &samples[0], &samples[2]));
+        if let Some(threaded) = samples.get(3) {
+            let ratio = paired_median(&samples[0], threaded, |bare, threaded| threaded / bare);
+            notes.push(format!(
+                "{}: bare with one idle thread {ratio:.3}× bare",
+                app.binary
+            ));
+        }
         let row = Row::ratio(app.case, Unit::PerSecond, &samples[0], &samples[1], target);
         let original_rates = original_samples(original_results, app.binary, &mut notes);
         rows.push(row.beside(&samples[0], original_rates.first()));

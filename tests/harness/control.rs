@@ -203,12 +203,20 @@ pub fn run_bounded(sandbox: &Sandbox, mut command: Command, timeout: Duration) -
     };
     let outcome = Outcome {
         code: status.code(),
-        stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
-        stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
+        stdout: read_output(&stdout_path),
+        stderr: read_output(&stderr_path),
         took: started.elapsed(),
     };
     eprintln!("{command:?} -> {outcome:?}");
     outcome
+}
+
+/// What a command wrote to `path`, however it is encoded: a failure must show what was said.
+fn read_output(path: &Path) -> String {
+    match fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
 }
 
 /// `huptime: restarted <command>: pid A (generation N) -> pid B (generation M) in T ms`.

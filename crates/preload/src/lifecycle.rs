@@ -5,7 +5,7 @@
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::os::fd::RawFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use huptime_handoff::state::{HandoverState, InheritedSocket};
 use huptime_handoff::{OPTIONS_ENV, Options, STATE_ENV, SockKind};
@@ -230,11 +230,52 @@ fn restore_first_mask(bits: u64) {
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
 }
 
+/// Our signals that `before_fork` blocked in the forking thread (bit `sig - 1`): only the ones
+/// the thread did not block already. Written and read under the fork lock, which serialises
+/// forks; the child gets the parent's value with its copy of memory.
+static BLOCKED_FOR_FORK: AtomicU64 = AtomicU64::new(0);
+
+/// Blocks the restart signal and [`retire::RETIRE_SIGNAL`] in the forking thread, so that the
+/// child starts with them blocked until `after_fork_in_child` has made it a worker (and the
+/// parent until the fork is done). The kernel delivers a signal pending for a new child as soon
+/// as it first runs, before any fork handler: the retire message of a master that found the
+/// child among its children (a pool forking right then, the child still waiting for a CPU on a
+/// busy machine) met the parent's `PARENT` and `PID` there and was dropped as not ours, so that
+/// worker never retired and an exec-mode master drained for ever. Blocked, it stays pending.
+/// Async-signal-safe.
+fn block_our_signals() {
+    let ours = [retire::RETIRE_SIGNAL, process::restart_signal()];
+    let bits = ours.iter().fold(0u64, |bits, &sig| bits | 1 << (sig - 1));
+    let set = restart::plan::sigset_from_bits(bits);
+    // SAFETY: sigset_t is plain data; pthread_sigmask and sigismember get valid sets.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) } != 0 {
+        return;
+    }
+    let added = ours
+        .iter()
+        .filter(|&&sig| unsafe { libc::sigismember(&old, sig) } == 0)
+        .fold(0u64, |bits, &sig| bits | 1 << (sig - 1));
+    BLOCKED_FOR_FORK.store(added, Ordering::Relaxed);
+}
+
+/// Undoes [`block_our_signals`]: a signal that came meanwhile is delivered now. Async-signal-safe.
+fn unblock_our_signals() {
+    let added = BLOCKED_FOR_FORK.swap(0, Ordering::Relaxed);
+    if added != 0 {
+        let set = restart::plan::sigset_from_bits(added);
+        // SAFETY: unblocking a valid set in the calling thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
 extern "C" fn before_fork() {
     sockets::lock_for_fork();
+    block_our_signals();
 }
 
 extern "C" fn after_fork_in_parent() {
+    unblock_our_signals();
     sockets::unlock_after_fork();
 }
 
@@ -243,6 +284,7 @@ extern "C" fn after_fork_in_parent() {
 extern "C" fn after_fork_in_child() {
     sockets::unlock_after_fork();
     if !process::active() {
+        unblock_our_signals();
         return;
     }
     PARENT.store(PID.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -261,6 +303,8 @@ extern "C" fn after_fork_in_child() {
             }
         }
     }
+    // Last: a retire message already queued for this child is handled as a worker's.
+    unblock_our_signals();
 }
 
 /// Children a retiring process started: not worth waiting for (see `after_fork_in_child`).
@@ -363,4 +407,69 @@ extern "C" fn constructor(_argc: c_int, _argv: *const *const c_char, envp: *cons
         return;
     };
     let _ = std::panic::catch_unwind(|| activate(envp));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(sig: c_int) -> bool {
+        // SAFETY: sigpending fills a plain set.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::sigpending(&mut set) == 0 && libc::sigismember(&set, sig) == 1 }
+    }
+
+    fn blocked(sig: c_int) -> bool {
+        // SAFETY: reading the calling thread's mask into a plain set.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set) == 0
+                && libc::sigismember(&set, sig) == 1
+        }
+    }
+
+    /// A retire message queued for a child before its fork handler ran (the kernel would deliver
+    /// it the moment the child first runs, when the child still has its parent's PARENT and
+    /// PID) waits, pending, until `after_fork_in_child` has made the child a worker.
+    #[test]
+    fn a_retire_message_to_a_new_child_waits_for_its_fork_handler() {
+        let sig = retire::RETIRE_SIGNAL;
+        assert!(!blocked(sig), "the test thread must not block {sig} itself");
+        before_fork();
+        // SAFETY: the child makes only async-signal-safe calls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The parent queues the message now; the handler has not run yet.
+            let mut waited = 0;
+            while !pending(sig) && waited < 5_000 {
+                // SAFETY: a short sleep.
+                unsafe { libc::usleep(1_000) };
+                waited += 1;
+            }
+            let was_pending = pending(sig);
+            after_fork_in_child();
+            let code = if !was_pending {
+                1
+            } else if blocked(sig) {
+                2
+            } else {
+                0
+            };
+            // SAFETY: leaving the child.
+            unsafe { libc::_exit(code) };
+        }
+        after_fork_in_parent();
+        assert!(pid > 0, "fork: {}", std::io::Error::last_os_error());
+        assert!(!blocked(sig), "the parent's mask is put back");
+        assert!(crate::procfs::queue_signal(pid, sig, retire::RETIRE));
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        match libc::WEXITSTATUS(status) {
+            0 => {}
+            1 => panic!("the message was not kept pending for the child's fork handler"),
+            code => panic!("the child's handler left the signal blocked ({code})"),
+        }
+    }
 }

@@ -269,13 +269,29 @@ fn unblock_our_signals() {
     }
 }
 
+thread_local! {
+    /// Whether this thread's last fork began while the process was retiring: a child forked
+    /// then is late (see [`forked`]). Taken under the fork lock, under which the master's
+    /// restart thread also starts retiring, so the child's own view is the same.
+    static FORKED_WHILE_RETIRING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 extern "C" fn before_fork() {
     sockets::lock_for_fork();
     block_our_signals();
+    FORKED_WHILE_RETIRING.with(|late| late.set(RETIRING.load(Ordering::SeqCst)));
 }
 
 extern "C" fn after_fork_in_parent() {
     unblock_our_signals();
+    sockets::unlock_after_fork();
+}
+
+/// The master starts retiring between forks, never during one: a child is then either a
+/// worker of the generation, which is told to retire, or late, never counted as both.
+pub fn begin_retiring() {
+    sockets::lock_for_fork();
+    RETIRING.store(true, Ordering::SeqCst);
     sockets::unlock_after_fork();
 }
 
@@ -315,7 +331,7 @@ pub fn forked(pid: libc::pid_t) {
     if pid <= 0 {
         return;
     }
-    if RETIRING.load(Ordering::SeqCst) {
+    if FORKED_WHILE_RETIRING.with(|late| late.get()) {
         LATE_CHILDREN
             .lock()
             .unwrap_or_else(|e| e.into_inner())

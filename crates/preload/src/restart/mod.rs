@@ -476,6 +476,7 @@ impl Restarter {
 
     /// Ghosts this generation's sockets, tells its workers, drains, and exits.
     fn retire_and_exit(&mut self, started_child: i32, successor: i32) -> ! {
+        crate::lifecycle::begin_retiring();
         let ghosts = retire::ghost_all();
         let mut workers = Vec::new();
         retire::retire_children(Some(started_child), |pid| workers.push(pid));
@@ -616,6 +617,7 @@ impl Restarter {
             }
         }
         let registrations = epoll::registrations_of_bound_sockets();
+        crate::lifecycle::begin_retiring();
         let ghosts = retire::ghost_all();
         let mut workers = Vec::new();
         retire::retire_children(None, |pid| workers.push(pid));

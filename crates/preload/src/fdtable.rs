@@ -62,18 +62,21 @@ fn slot(fd: RawFd) -> Option<(&'static AtomicPtr<Chunk>, usize)> {
     Some((&CHUNK_TABLE[index >> CHUNK_BITS], index & (CHUNK_LEN - 1)))
 }
 
+/// The entry of `fd` if its chunk exists (no descriptor in a missing chunk was ever marked).
+#[inline(always)]
+fn existing(fd: RawFd) -> Option<&'static AtomicU8> {
+    let (chunk, offset) = slot(fd)?;
+    let chunk = chunk.load(Ordering::Acquire);
+    // SAFETY: chunks are leaked allocations, never freed once published.
+    (!chunk.is_null()).then(|| unsafe { &(*chunk)[offset] })
+}
+
 /// What `fd` is. Lock-free and allocation-free: safe in signal handlers.
 #[inline(always)]
 pub fn get(fd: RawFd) -> Kind {
-    let Some((chunk, offset)) = slot(fd) else {
-        return Kind::Untracked;
-    };
-    let chunk = chunk.load(Ordering::Acquire);
-    if chunk.is_null() {
-        return Kind::Untracked;
-    }
-    // SAFETY: chunks are leaked allocations, never freed once published.
-    Kind::from_u8(unsafe { &*chunk }[offset].load(Ordering::Acquire))
+    existing(fd).map_or(Kind::Untracked, |entry| {
+        Kind::from_u8(entry.load(Ordering::Acquire))
+    })
 }
 
 /// Marks `fd`, allocating its chunk if needed (not for signal handlers: see [`set_existing`]).
@@ -124,14 +127,8 @@ fn allocate(chunk_slot: &AtomicPtr<Chunk>) -> *mut Chunk {
 /// marked before. Allocation-free: for signal handlers.
 #[inline(always)]
 pub fn set_existing(fd: RawFd, kind: Kind) {
-    let Some((chunk, offset)) = slot(fd) else {
-        return;
-    };
-    let chunk = chunk.load(Ordering::Acquire);
-    if !chunk.is_null() {
-        // SAFETY: chunks are never freed once published.
-        let chunk = unsafe { &*chunk };
-        chunk[offset].store(kind as u8, Ordering::Release);
+    if let Some(entry) = existing(fd) {
+        entry.store(kind as u8, Ordering::Release);
     }
 }
 
@@ -140,15 +137,9 @@ pub fn set_existing(fd: RawFd, kind: Kind) {
 /// then reads whether the process is retiring pairs with [`crate::retire::drained`].
 #[inline(always)]
 pub fn take(fd: RawFd) -> Kind {
-    let Some((chunk, offset)) = slot(fd) else {
-        return Kind::Untracked;
-    };
-    let chunk = chunk.load(Ordering::Acquire);
-    if chunk.is_null() {
-        return Kind::Untracked;
-    }
-    // SAFETY: chunks are never freed once published.
-    Kind::from_u8(unsafe { &*chunk }[offset].swap(Kind::Untracked as u8, Ordering::SeqCst))
+    existing(fd).map_or(Kind::Untracked, |entry| {
+        Kind::from_u8(entry.swap(Kind::Untracked as u8, Ordering::SeqCst))
+    })
 }
 
 /// Forgets `fd`.

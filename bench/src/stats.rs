@@ -65,10 +65,14 @@ pub fn quantile(values: &mut [f64], q: f64) -> f64 {
 /// Each variant's results, and those of the variants beside them or the error that ended these.
 pub type Interleaved<T, E> = (Vec<T>, Result<Vec<T>, E>);
 
-/// Runs every variant once per round, in order (A B A B … or A B C A B C …), so that a change
-/// in the machine's load during the run hits all variants alike, then the variants `beside`
-/// (the original C huptime, measured for comparison): the first error among these ends their
-/// runs only and stands for their results. Returns each variant's results, in round order.
+/// Runs every variant once per round (A B A B … or A B C A B C …), so that a change in the
+/// machine's load during the run hits all variants alike, each round starting one variant
+/// further on (A B C, B C A, C A B, …): what a place in the round brings (the previous
+/// variant's leftover work in the kernel, a clock that ramps up) falls on every variant in
+/// turn instead of always on the same one. The variants `beside` (the original C huptime,
+/// measured for comparison) take their turns in the same rotation; the first error among
+/// these ends their runs only and stands for their results. Returns each variant's results,
+/// in round order.
 pub fn interleave_beside<T, E>(
     rounds: usize,
     variants: &mut [&mut dyn FnMut() -> Result<T, E>],
@@ -77,18 +81,18 @@ pub fn interleave_beside<T, E>(
     let mut results: Vec<Vec<T>> = variants.iter().map(|_| Vec::new()).collect();
     let mut beside_results: Result<Vec<Vec<T>>, E> =
         Ok(beside.iter().map(|_| Vec::new()).collect());
-    for _ in 0..rounds {
-        for (variant, results) in variants.iter_mut().zip(&mut results) {
-            results.push(variant()?);
-        }
-        if let Ok(all) = &mut beside_results {
-            let round: Result<Vec<T>, E> = beside.iter_mut().map(|variant| variant()).collect();
-            match round {
-                Ok(round) => all
-                    .iter_mut()
-                    .zip(round)
-                    .for_each(|(all, value)| all.push(value)),
-                Err(error) => beside_results = Err(error),
+    let turns = variants.len() + beside.len();
+    for round in 0..rounds {
+        for step in 0..turns {
+            let turn = (round + step) % turns;
+            if let Some(variant) = variants.get_mut(turn) {
+                results[turn].push(variant()?);
+            } else if let Ok(all) = &mut beside_results {
+                let turn = turn - variants.len();
+                match beside[turn]() {
+                    Ok(value) => all[turn].push(value),
+                    Err(error) => beside_results = Err(error),
+                }
             }
         }
     }
@@ -147,9 +151,15 @@ mod tests {
             order_cell.borrow_mut().push('B');
             Ok(2.0)
         };
-        let (samples, _) = interleave_samples_beside(2, &mut [&mut a, &mut b], &mut []).unwrap();
+        let mut c = || -> Result<f64, ()> {
+            order_cell.borrow_mut().push('C');
+            Ok(3.0)
+        };
+        let (samples, beside) =
+            interleave_samples_beside(3, &mut [&mut a, &mut b], &mut [&mut c]).unwrap();
         assert_eq!(samples[1].median(), 2.0);
-        assert_eq!(order, ['A', 'B', 'A', 'B']);
+        assert_eq!(beside.unwrap()[0].median(), 3.0);
+        assert_eq!(order, ['A', 'B', 'C', 'B', 'C', 'A', 'C', 'A', 'B']);
     }
 
     #[test]

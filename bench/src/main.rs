@@ -179,8 +179,9 @@ fn main() -> ExitCode {
         println!("- **{warning}**");
     }
     println!(
-        "- every figure alternates its variants (A B A B …) and shows their medians (min–max); \
-         the measure is the median of the rounds' ratios (or differences)"
+        "- every figure alternates its variants round by round, each round starting one variant \
+         further on (A B, B A, …), and shows their medians (min–max); the measure is the \
+         median of the rounds' ratios (or differences)"
     );
     let ctx = Context {
         setup: &setup,

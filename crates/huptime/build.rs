@@ -44,11 +44,11 @@ fn main() {
 
 /// Fills `dir` with links to the static archives, found the way the C compiler finds them.
 fn static_archives(dir: &Path) -> Result<PathBuf, String> {
+    let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (name, archive) in ARCHIVES {
         let found = find_archive(archive)?;
         let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&found, &link)
             .map_err(|e| format!("{}: {e}", link.display()))?;
     }

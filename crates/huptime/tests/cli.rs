@@ -250,3 +250,20 @@ fn multi_stops_its_copies_on_sigterm() {
     assert_eq!(launcher.wait().unwrap().code(), Some(0));
     assert_status(&sandbox.run(&["--status"]), 3);
 }
+
+/// build.rs links the launcher as a static PIE when glibc's static archives are there, by
+/// making each library rustc names resolve to its archive. A library that slipped through as
+/// a shared one would be recorded as needed in a binary that has no loader to load it.
+#[test]
+fn a_static_launcher_needs_no_shared_library() {
+    let output = Command::new("readelf")
+        .args(["--wide", "--program-headers", "--dynamic"])
+        .arg(env!("CARGO_BIN_EXE_huptime"))
+        .output()
+        .expect("readelf (Debian: binutils) reads the launcher's headers");
+    assert!(output.status.success(), "{output:?}");
+    let headers = String::from_utf8_lossy(&output.stdout);
+    if !headers.contains("INTERP") {
+        assert!(!headers.contains("(NEEDED)"), "{headers}");
+    }
+}

@@ -46,6 +46,9 @@ fn main() {
         Ok(dir) => {
             println!("cargo:rustc-link-arg-bin=huptime=-static-pie");
             println!("cargo:rustc-link-arg-bin=huptime=-L{}", dir.display());
+            // GNU ld takes archives in order, and rustc names libgcc_s before libc: libc's
+            // own calls into the compiler's support library need it once more after it.
+            println!("cargo:rustc-link-arg-bin=huptime=-Wl,--start-group,-lc,-lgcc,--end-group");
         }
         Err(why) => println!("cargo:warning=linking the huptime launcher dynamically: {why}"),
     }

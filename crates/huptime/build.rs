@@ -56,10 +56,12 @@ fn main() {
 
 /// Fills `dir` with links to the static archives, found the way the C compiler finds them.
 fn static_archives(dir: &Path) -> Result<PathBuf, String> {
+    // The start-up code of a static PIE, which not every glibc build ships.
+    find_file("rcrt1.o")?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for (name, archive) in ARCHIVES {
-        let found = find_archive(archive)?;
+        let found = find_file(archive)?;
         let link = dir.join(name);
         std::os::unix::fs::symlink(&found, &link)
             .map_err(|e| format!("{}: {e}", link.display()))?;
@@ -67,9 +69,9 @@ fn static_archives(dir: &Path) -> Result<PathBuf, String> {
     Ok(dir.to_path_buf())
 }
 
-fn find_archive(archive: &str) -> Result<PathBuf, String> {
+fn find_file(name: &str) -> Result<PathBuf, String> {
     let output = Command::new("cc")
-        .arg(format!("-print-file-name={archive}"))
+        .arg(format!("-print-file-name={name}"))
         .output()
         .map_err(|e| format!("cannot run cc: {e}"))?;
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
@@ -77,6 +79,6 @@ fn find_archive(archive: &str) -> Result<PathBuf, String> {
     if output.status.success() && path.is_absolute() && path.is_file() {
         Ok(path)
     } else {
-        Err(format!("cc finds no {archive} (Debian: libc6-dev)"))
+        Err(format!("cc finds no {name} (Debian: libc6-dev)"))
     }
 }

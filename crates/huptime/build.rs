@@ -2,12 +2,12 @@
 //!
 //! Every start of a program under huptime pays the launcher's own start, and most of what a
 //! dynamically linked launcher costs beyond its work is loading and relocating libc
-//! (`huptime -- /bin/true`: 0.2 ms less and 30 page faults fewer when static). Cargo has no way to
-//! give one binary of a workspace `-C target-feature=+crt-static` (the test servers must stay
-//! dynamic, or `LD_PRELOAD` cannot enter them), so this links the binary with `-static-pie`
-//! and a search directory in which each library rustc names (`-lc`, `-lgcc_s`, ...) exists
-//! only as its static archive. Without those archives, or when building for another target
-//! than a native glibc one, the launcher stays dynamic.
+//! (`huptime -- /bin/true`: 0.2 ms less and 30 page faults fewer when static). Cargo has no
+//! way to give one binary of a workspace `-C target-feature=+crt-static` (the test servers
+//! must stay dynamic, or `LD_PRELOAD` cannot enter them), so this links the binary with
+//! `-static-pie` and a search directory in which each library rustc names (`-lc`, `-lgcc_s`,
+//! ...) exists only as its static archive. Without those archives, or when building for
+//! another target than a native glibc one, the launcher stays dynamic.
 //!
 //! The unwinder is linked in statically either way, as the engine's is
 //! (crates/preload/build.rs): loading `libgcc_s.so.1` was a tenth of the launcher's start.
